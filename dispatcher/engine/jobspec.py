@@ -1,0 +1,61 @@
+"""Claimed run -> provider-neutral JobSpec: merge job variables, render the template."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dispatcher import templates
+from dispatcher.store import ClaimedRun
+from providers.base import JobSpec, job_name_for
+
+# The in-container runtime (`pushpool execute`) is what runs an entrypoint deployment.
+EXECUTE_COMMAND = ["pushpool", "execute"]
+
+
+def build_job_spec(run: ClaimedRun, identity_env: dict[str, str]) -> JobSpec:
+    """Raises templates.TemplateError if the pool's template no longer fits the overrides."""
+    values, config = templates.resolve_job(run.base_job_template, run.deployment_job_variables,
+                                           run.run_job_variables)
+    command = values.get("command") or run.command or (
+        EXECUTE_COMMAND if run.entrypoint else None)
+    if not command:
+        raise templates.TemplateError("command", "the run has no command to execute",
+                                      "give the deployment a command or an entrypoint")
+    env = {k: str(v) for k, v in (values.get("env") or {}).items() if v is not None}
+    env.update(identity_env)
+    env.update({
+        "PUSHPOOL_RUN_ID": run.run_id,
+        "PUSHPOOL_RUN_NAME": run.name,
+        "PUSHPOOL_RUN_ATTEMPT": str(run.attempt),
+        "PUSHPOOL_PARAMETERS": json.dumps(run.parameters, separators=(",", ":")),
+    })
+    if run.deployment_name:
+        env["PUSHPOOL_DEPLOYMENT"] = run.deployment_name
+    if run.entrypoint:
+        env["PUSHPOOL_ENTRYPOINT"] = run.entrypoint
+    if run.source:
+        env["PUSHPOOL_SOURCE"] = run.source
+    labels = {str(k): str(v) for k, v in (values.get("labels") or {}).items()}
+    labels.update({"pushpool-run-id": run.run_id, "pushpool-pool": run.pool_name})
+    if run.deployment_id:
+        labels["pushpool-deployment-id"] = run.deployment_id
+    return JobSpec(
+        run_id=run.run_id,
+        job_name=job_name_for(run.run_id, run.attempt),
+        image=values.get("image") or run.image,
+        command=[str(part) for part in command],
+        env=env,
+        cpu=_int_or_none(values.get("cpu")),
+        memory=_int_or_none(values.get("memory")),
+        timeout=_int_or_none(values.get("timeout")),
+        labels=labels,
+        config=config,
+        attempt=run.attempt,
+        pool_name=run.pool_name,
+        deployment_id=run.deployment_id,
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)

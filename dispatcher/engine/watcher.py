@@ -1,0 +1,227 @@
+"""The watcher: follows submitted runs to a final state.
+
+Each pass reads the active runs, asks each provider for their status in one batch, pulls
+new log lines, and applies what changed: RUNNING when the provider says so, a final state
+when it ends (after its last log lines are stored), CANCELLED once a requested cancel
+took effect, FAILED for a run past its timeout (cancelled first). Runs whose dispatcher
+restarted are picked up like any other: the provider re-attaches by infra id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from dispatcher import store
+from dispatcher.models import RunState
+from dispatcher.settings import Settings
+from dispatcher.store import Database, WatchedRun
+from dispatcher.store.common import utcnow
+from dispatcher.store.runs import append_logs_in, transition
+from providers import registry
+from providers.base import InfraPhase, InfraStatus, LogLine, Provider
+
+log = logging.getLogger(__name__)
+
+FAST_POLL_SECONDS = 0.2  # providers on this host (process) answer from local files
+
+
+@dataclass
+class Change:
+    """What one pass decided for one run."""
+
+    state: RunState | None = None
+    message: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    logs: list[LogLine] = field(default_factory=list)
+    cursor: str | None = None
+
+
+def state_for(status: InfraStatus, current: RunState) -> tuple[RunState, str] | None:
+    """Map a provider status onto the run state machine (None: nothing to change)."""
+    phase = status.phase
+    if current is RunState.CANCELLING:
+        if phase is InfraPhase.SUCCEEDED:
+            return RunState.COMPLETED, "completed before the cancellation took effect"
+        if phase.is_final:
+            return RunState.CANCELLED, "cancelled" + (f": {status.reason}" if status.reason
+                                                      else "")
+        return None
+    if phase is InfraPhase.PENDING:
+        return None
+    if phase is InfraPhase.RUNNING:
+        return (RunState.RUNNING, status.reason or "running") \
+            if current is RunState.PENDING else None
+    if phase is InfraPhase.SUCCEEDED:
+        return RunState.COMPLETED, status.reason or "completed"
+    if phase is InfraPhase.FAILED:
+        code = f"exited with code {status.exit_code}" if status.exit_code is not None else ""
+        return RunState.FAILED, status.reason or code or "failed"
+    if phase is InfraPhase.CANCELLED:
+        return RunState.CANCELLED, status.reason or "cancelled outside pushpool"
+    if phase is InfraPhase.MISSING:
+        return RunState.CRASHED, status.reason or "the infrastructure disappeared"
+    return RunState.CRASHED, status.reason or "crashed"
+
+
+class Watcher:
+    def __init__(self, db: Database, settings: Settings,
+                 is_in_flight: Callable[[str], bool], on_final: Callable[[], None]):
+        self.db = db
+        self.settings = settings
+        self.is_in_flight = is_in_flight
+        self.on_final = on_final
+        self._wake = asyncio.Event()
+        self._cancelling: dict[str, asyncio.Task[None]] = {}
+        self._timed_out: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._last_poll: dict[str, float] = {}
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="watch-loop")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # Cancels already sent keep going at the provider; don't wait for their grace.
+        for task in self._cancelling.values():
+            task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            interval = self.settings.watch_interval_seconds
+            try:
+                interval = await self.watch_once()
+            except Exception:
+                log.exception("watching runs failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+
+    async def watch_once(self) -> float:
+        """One pass; returns how long to wait before the next."""
+        watched = await store.runs_to_watch(self.db)
+        by_type: dict[str, list[WatchedRun]] = defaultdict(list)
+        for run in watched:
+            by_type[run.pool_type].append(run)
+        now = utcnow()
+        loop_time = asyncio.get_running_loop().time()
+        changes: dict[str, Change] = {}
+        next_interval = self.settings.watch_interval_seconds
+        for pool_type, group in by_type.items():
+            try:
+                provider = registry.get_provider(pool_type)
+            except (registry.UnknownPoolType, registry.ProviderUnavailable) as exc:
+                for run in group:
+                    changes[run.run_id] = Change(RunState.CRASHED, f"cannot follow: {exc}")
+                continue
+            interval = float(getattr(provider, "poll_interval", 0) or
+                             self.settings.watch_interval_seconds)
+            next_interval = min(next_interval, interval)
+            if loop_time - self._last_poll.get(pool_type, 0.0) < interval * 0.9 and \
+                    not self._wake.is_set():
+                continue
+            self._last_poll[pool_type] = loop_time
+            changes.update(await self._watch_group(provider, group, now))
+        if changes:
+            await self._apply(changes)
+        return next_interval if by_type else self.settings.watch_interval_seconds
+
+    async def _watch_group(self, provider: Provider, group: list[WatchedRun],
+                           now: datetime) -> dict[str, Change]:
+        changes: dict[str, Change] = {}
+        submitted = [r for r in group if r.infra_id]
+        for run in group:
+            if run.infra_id is None and run.state is RunState.CANCELLING and \
+                    not self.is_in_flight(run.run_id) and \
+                    (run.lease_expires is None or run.lease_expires < now):
+                changes[run.run_id] = Change(RunState.CANCELLED, "cancelled before submission")
+        if not submitted:
+            return changes
+        try:
+            statuses = await provider.status_many([r.infra_id for r in submitted
+                                                   if r.infra_id])
+        except Exception as exc:
+            # A provider hiccup must never end a run: keep watching (ACI #22077).
+            log.warning("status of %d %s run(s) failed: %s", len(submitted),
+                        provider.pool_type, exc)
+            return changes
+        for run in submitted:
+            assert run.infra_id is not None
+            status = statuses.get(run.infra_id)
+            if status is None:
+                continue
+            change = Change()
+            try:
+                batch = await provider.logs(run.infra_id, run.log_cursor)
+                change.logs, change.cursor = batch.lines, batch.cursor
+            except Exception as exc:
+                log.warning("logs of run %s failed: %s", run.run_id, exc)
+            decided = state_for(status, run.state)
+            if run.run_id in self._timed_out and decided and decided[0] in (
+                    RunState.CANCELLED, RunState.CRASHED, RunState.FAILED):
+                decided = (RunState.FAILED, f"timed out after {run.timeout_seconds}s "
+                           "and was cancelled")
+            if decided:
+                change.state, change.message = decided
+                if status.exit_code is not None:
+                    change.fields["exit_code"] = status.exit_code
+            elif run.state is RunState.CANCELLING:
+                self._request_cancel(provider, run)
+            elif self._timed_out_now(run, now):
+                log.info("run %s exceeded its timeout of %ss", run.run_id, run.timeout_seconds)
+                self._timed_out.add(run.run_id)
+                self._request_cancel(provider, run)
+            if change.state or change.logs or change.cursor != run.log_cursor:
+                changes[run.run_id] = change
+        return changes
+
+    def _timed_out_now(self, run: WatchedRun, now: datetime) -> bool:
+        if not run.timeout_seconds or run.run_id in self._timed_out:
+            return False
+        started = run.started_at or run.created
+        return now - started > timedelta(seconds=run.timeout_seconds)
+
+    def _request_cancel(self, provider: Provider, run: WatchedRun) -> None:
+        if run.run_id in self._cancelling or run.infra_id is None:
+            return
+        infra_id = run.infra_id
+
+        async def cancel() -> None:
+            try:
+                await provider.cancel(infra_id, self.settings.cancel_grace_seconds)
+            except Exception as exc:
+                log.warning("cancelling run %s failed (will retry): %s", run.run_id, exc)
+                self._cancelling.pop(run.run_id, None)
+            self.wake()
+
+        self._cancelling[run.run_id] = asyncio.create_task(cancel())
+
+    async def _apply(self, changes: dict[str, Change]) -> None:
+        ended = False
+        async with self.db.write() as conn:
+            await append_logs_in(conn, {
+                run_id: (c.logs, c.cursor) for run_id, c in changes.items()
+                if c.logs or c.cursor})
+            for run_id, change in changes.items():
+                if change.state is None:
+                    continue
+                moved = await transition(conn, run_id, change.state, change.message,
+                                                    **change.fields)
+                if moved and change.state.is_final:
+                    ended = True
+                    self._timed_out.discard(run_id)
+                    self._cancelling.pop(run_id, None)
+        if ended:
+            self.on_final()

@@ -1,0 +1,57 @@
+"""Configuration from ``PUSHPOOL_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PUSHPOOL_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.pushpool"), description="Where the embedded store lives")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite+aiosqlite:///$HOME/pushpool.db")
+    api_url: str = Field(default="http://127.0.0.1:4300", description="Where the CLI finds the API")
+    host: str = "127.0.0.1"
+    port: int = 4300
+    api_token: SecretStr | None = Field(default=None, description="Bearer token for every route")
+    secret_key: SecretStr | None = Field(default=None, description="Encrypts stored credentials")
+
+    # Engine
+    claim_batch_size: int = Field(default=200, ge=1)
+    lease_seconds: float = Field(default=60.0, gt=0, description="How long a claim holds a run")
+    submit_concurrency: int = Field(default=64, ge=1)
+    submit_timeout_seconds: float = Field(default=30.0, gt=0,
+                                          description="One provider submit call's time limit")
+    submit_max_attempts: int = Field(default=8, ge=1)
+    submit_deadline_seconds: float = Field(default=3600.0, gt=0,
+                                           description="Give up submitting a run after this")
+    watch_interval_seconds: float = Field(default=1.0, gt=0,
+                                          description="Status poll for non-process pools")
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    scheduler_min_runs: int = Field(default=3, ge=1)
+    scheduler_max_runs: int = Field(default=100, ge=1)
+    scheduler_horizon_seconds: float = Field(default=3600.0, gt=0)
+    cancel_grace_seconds: float = Field(default=10.0, ge=0)
+    log_level: str = "INFO"
+    extra_providers: dict[str, str] = Field(
+        default_factory=dict,
+        description='More pool types, as JSON {"type": "dotted.module"} (e.g. a benchmark no-op)')
+    process_runs_dir: Path | None = Field(default=None, description="Default $HOME/runs")
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_home() / 'pushpool.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

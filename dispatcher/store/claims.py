@@ -1,0 +1,382 @@
+"""The engine's queries: claim due runs under every limit, record submissions, leases,
+the watch list, the next wake-up time, and materialising scheduled runs.
+
+Claiming is one transaction: due runs in unpaused pools and queues, lowest queue priority
+number first, then scheduled time, within the pool, queue and deployment concurrency
+limits, marked PENDING with a lease. On PostgreSQL the candidates are taken ``FOR UPDATE
+SKIP LOCKED`` and claimers serialise on an advisory lock, so limits hold across replicas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dispatcher.models import ACTIVE_STATES, RunState, ScheduleSpec
+from dispatcher.store.common import insert_ignoring_conflicts, pairs, utcnow
+from dispatcher.store.db import CLAIM_LOCK_ID, Database
+from dispatcher.store.runs import transition
+from dispatcher.store.tables import (
+    deployments,
+    run_states,
+    runs,
+    schedules,
+    work_pools,
+    work_queues,
+)
+
+ACTIVE = [s.value for s in ACTIVE_STATES]
+SCHEDULED = RunState.SCHEDULED.value
+PENDING = RunState.PENDING.value
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """Everything the dispatcher needs to build one JobSpec, read in the claim."""
+
+    run_id: str
+    name: str
+    attempt: int
+    scheduled_time: datetime
+    pool_name: str
+    pool_type: str
+    base_job_template: dict[str, Any]
+    queue_name: str
+    deployment_id: str | None
+    deployment_name: str | None
+    flow_name: str | None
+    command: list[str] | None
+    entrypoint: str | None
+    source: str | None
+    image: str | None
+    deployment_job_variables: dict[str, Any]
+    run_job_variables: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+async def _blocked(conn: AsyncConnection, table: Table, fk: ColumnElement[Any]
+                   ) -> tuple[set[str], dict[str, int]]:
+    """Ids at their concurrency limit, and the free slots of the others that have one."""
+    limits = pairs(await conn.execute(
+        select(table.c.id, table.c.concurrency_limit).where(
+        table.c.concurrency_limit.is_not(None))))
+    if not limits:
+        return set(), {}
+    active = pairs(await conn.execute(select(fk, func.count()).where(
+        runs.c.state.in_(ACTIVE), fk.in_(list(limits))).group_by(fk)))
+    free = {k: limit - active.get(k, 0) for k, limit in limits.items()}
+    return {k for k, n in free.items() if n <= 0}, free
+
+
+def _within(rank: Any, key: Any, free: dict[str, int], default: int) -> Any:
+    """rank <= the free slots of the run's pool/queue/deployment (true where no limit)."""
+    if not free:
+        return true()
+    return rank <= case({k: max(n, 0) for k, n in free.items()}, value=key, else_=default)
+
+
+async def claim_due_runs(db: Database, owner: str, *, limit: int, lease_seconds: float,
+                         now: datetime | None = None) -> list[ClaimedRun]:
+    now = now or utcnow()
+    async with db.write() as conn:
+        if db.dialect == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
+        blocked_pools, free_pools = await _blocked(conn, work_pools, runs.c.pool_id)
+        blocked_queues, free_queues = await _blocked(conn, work_queues, runs.c.queue_id)
+        blocked_deps, free_deps = await _blocked(conn, deployments, runs.c.deployment_id)
+        due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now)
+        reclaimable = and_(runs.c.state == PENDING, runs.c.infra_id.is_(None),
+                           runs.c.lease_expires < now)
+        unpaused = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
+        order = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
+
+        def rank(column: ColumnElement[Any]) -> Any:
+            return func.row_number().over(partition_by=column, order_by=order)
+
+        # Rank each due run within its pool, queue and deployment, so runs beyond a
+        # limit's free slots never fill the batch and starve other work (Prefect #19403).
+        ranked = (
+            select(runs.c.id, runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id,
+                   work_queues.c.priority, runs.c.scheduled_time,
+                   rank(runs.c.pool_id).label("rn_pool"), rank(runs.c.queue_id).label("rn_queue"),
+                   rank(runs.c.deployment_id).label("rn_dep"))
+            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .where(due, unpaused)
+        )
+        if blocked_pools:
+            ranked = ranked.where(runs.c.pool_id.not_in(blocked_pools))
+        if blocked_queues:
+            ranked = ranked.where(runs.c.queue_id.not_in(blocked_queues))
+        if blocked_deps:
+            ranked = ranked.where(or_(runs.c.deployment_id.is_(None),
+                                      runs.c.deployment_id.not_in(blocked_deps)))
+        sub = ranked.subquery()
+        fresh_ids = [r for (r,) in await conn.execute(
+            select(sub.c.id)
+            .where(_within(sub.c.rn_pool, sub.c.pool_id, free_pools, limit),
+                   _within(sub.c.rn_queue, sub.c.queue_id, free_queues, limit),
+                   _within(sub.c.rn_dep, sub.c.deployment_id, free_deps, limit))
+            .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit))]
+        expired_ids = [r for (r,) in await conn.execute(
+            select(runs.c.id)
+            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .where(reclaimable, unpaused).order_by(*order).limit(limit))]
+        query = (
+            select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
+                   runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id,
+                   runs.c.job_variables.label("run_job_variables"), runs.c.parameters,
+                   work_pools.c.name.label("pool_name"), work_pools.c.type.label("pool_type"),
+                   work_pools.c.base_job_template, work_queues.c.name.label("queue_name"),
+                   deployments.c.name.label("deployment"), deployments.c.flow_name,
+                   deployments.c.command, deployments.c.entrypoint, deployments.c.source,
+                   deployments.c.image,
+                   deployments.c.job_variables.label("deployment_job_variables"))
+            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .outerjoin(deployments, deployments.c.id == runs.c.deployment_id)
+            .where(runs.c.id.in_(expired_ids + fresh_ids), or_(due, reclaimable))
+            .order_by(*order)
+        )
+        if db.dialect == "postgresql":
+            # Rows another transaction holds (a cancel, say) wait for the next claim.
+            query = query.with_for_update(of=runs, skip_locked=True)
+        chosen: list[Any] = []
+        for row in list(await conn.execute(query))[:limit]:
+            if row.state == PENDING:  # a lease that expired: it already holds its slots
+                chosen.append(row)
+                continue
+            slots = [(free_pools, row.pool_id), (free_queues, row.queue_id),
+                     (free_deps, row.deployment_id)]
+            if any(key in free and free[key] <= 0 for free, key in slots):
+                continue
+            for free, key in slots:
+                if key in free:
+                    free[key] -= 1
+            chosen.append(row)
+        if not chosen:
+            return []
+        expires = now + timedelta(seconds=lease_seconds)
+        fresh = [r.id for r in chosen if r.state == SCHEDULED]
+        again = [r.id for r in chosen if r.state == PENDING]
+        if fresh:
+            await conn.execute(update(runs).where(runs.c.id.in_(fresh)).values(
+                state=PENDING, state_message=f"claimed by {owner}", attempt=runs.c.attempt + 1,
+                lease_owner=owner, lease_expires=expires, updated=now))
+        if again:
+            # Same attempt number: an idempotent provider finds what the last try made.
+            await conn.execute(update(runs).where(runs.c.id.in_(again)).values(
+                lease_owner=owner, lease_expires=expires, updated=now))
+        await conn.execute(insert(run_states), [
+            {"run_id": r.id, "state": PENDING, "timestamp": now,
+             "message": (f"claimed by {owner}" if r.state == SCHEDULED
+                         else f"lease expired; reclaimed by {owner}")} for r in chosen])
+    return [ClaimedRun(
+        run_id=r.id, name=r.name, attempt=r.attempt + (1 if r.state == SCHEDULED else 0),
+        scheduled_time=r.scheduled_time, pool_name=r.pool_name, pool_type=r.pool_type,
+        base_job_template=r.base_job_template, queue_name=r.queue_name,
+        deployment_id=r.deployment_id,
+        deployment_name=f"{r.flow_name}/{r.deployment}" if r.deployment else None,
+        flow_name=r.flow_name, command=r.command, entrypoint=r.entrypoint, source=r.source,
+        image=r.image, deployment_job_variables=r.deployment_job_variables or {},
+        run_job_variables=r.run_job_variables or {}, parameters=r.parameters or {})
+        for r in chosen]
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    run_id: str
+    infra_id: str
+    console_url: str | None
+    job_configuration: dict[str, Any]
+    timeout_seconds: int | None
+    message: str
+
+
+async def record_submissions(db: Database, owner: str,
+                             records: list[SubmissionRecord]) -> None:
+    """The provider accepted these runs: keep the infra id and drop the lease."""
+    if not records:
+        return
+    now = utcnow()
+    async with db.write() as conn:
+        await conn.execute(
+            update(runs).where(runs.c.id == bindparam("rid"), runs.c.lease_owner == owner)
+            .values(infra_id=bindparam("infra"), console_url=bindparam("url"),
+                    job_configuration=bindparam("config"), timeout_seconds=bindparam("timeout"),
+                    state_message=bindparam("msg"), lease_owner=None, lease_expires=None,
+                    updated=now),
+            [{"rid": r.run_id, "infra": r.infra_id, "url": r.console_url,
+              "config": r.job_configuration, "timeout": r.timeout_seconds, "msg": r.message}
+             for r in records])
+        await conn.execute(insert(run_states), [
+            {"run_id": r.run_id, "state": PENDING, "timestamp": now, "message": r.message}
+            for r in records])
+
+
+async def renew_leases(db: Database, owner: str, run_ids: list[str],
+                       lease_seconds: float) -> None:
+    if not run_ids:
+        return
+    async with db.write() as conn:
+        await conn.execute(update(runs).where(runs.c.id.in_(run_ids),
+                                              runs.c.lease_owner == owner)
+                           .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
+
+
+async def release_claims(db: Database, owner: str, run_ids: list[str], reason: str) -> None:
+    """Hand claimed-but-unsubmitted runs back (shutdown): SCHEDULED again, at once claimable."""
+    if not run_ids:
+        return
+    now = utcnow()
+    async with db.write() as conn:
+        released = [r for (r,) in await conn.execute(
+            update(runs).where(runs.c.id.in_(run_ids), runs.c.lease_owner == owner,
+                               runs.c.state == PENDING, runs.c.infra_id.is_(None))
+            .values(state=SCHEDULED, state_message=reason, lease_owner=None,
+                    lease_expires=None, updated=now).returning(runs.c.id))]
+        if released:
+            await conn.execute(insert(run_states), [
+                {"run_id": r, "state": SCHEDULED, "timestamp": now, "message": reason}
+                for r in released])
+
+
+async def end_claimed_runs(db: Database, owner: str,
+                           outcomes: list[tuple[str, RunState, str]]) -> None:
+    """Runs whose submit failed for good (or were cancelled before it): final states."""
+    if not outcomes:
+        return
+    async with db.write() as conn:
+        for run_id, state, message in outcomes:
+            await transition(conn, run_id, state, message)
+
+
+@dataclass(frozen=True)
+class WatchedRun:
+    run_id: str
+    state: RunState
+    pool_type: str
+    infra_id: str | None
+    started_at: datetime | None
+    created: datetime
+    timeout_seconds: int | None
+    log_cursor: str | None
+    lease_owner: str | None
+    lease_expires: datetime | None
+
+
+async def runs_to_watch(db: Database) -> list[WatchedRun]:
+    """Submitted runs not yet final, and cancellations waiting for their run's claim."""
+    async with db.read() as conn:
+        rows = await conn.execute(
+            select(runs.c.id, runs.c.state, work_pools.c.type, runs.c.infra_id,
+                   runs.c.started_at, runs.c.created, runs.c.timeout_seconds,
+                   runs.c.log_cursor, runs.c.lease_owner, runs.c.lease_expires)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .where(runs.c.state.in_(ACTIVE),
+                   or_(runs.c.infra_id.is_not(None),
+                       runs.c.state == RunState.CANCELLING.value)))
+        return [WatchedRun(r.id, RunState(r.state), r.type, r.infra_id, r.started_at,
+                           r.created, r.timeout_seconds, r.log_cursor, r.lease_owner,
+                           r.lease_expires) for r in rows]
+
+
+async def next_wakeup(db: Database) -> datetime | None:
+    """When the dispatcher must look again: the next due run or the next lease to expire."""
+    async with db.read() as conn:
+        due = (await conn.execute(
+            select(func.min(runs.c.scheduled_time))
+            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .where(runs.c.state == SCHEDULED, work_pools.c.paused.is_(False),
+                   work_queues.c.paused.is_(False)))).scalar_one_or_none()
+        lease = (await conn.execute(select(func.min(runs.c.lease_expires)).where(
+            runs.c.state == PENDING, runs.c.infra_id.is_(None)))).scalar_one_or_none()
+    times = [t for t in (due, lease) if t is not None]
+    if not times:
+        return None
+    # Both columns are UTCDateTime, but func.min() loses the type on SQLite.
+    return min(_aware(t) for t in times)
+
+
+def _aware(value: Any) -> datetime:
+    from dispatcher.store.tables import UTCDateTime
+
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    result = UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
+    assert result is not None
+    return result
+
+
+# ------------------------------------------------------------------ scheduled runs
+
+
+@dataclass(frozen=True)
+class ScheduleTarget:
+    schedule_id: str
+    spec: ScheduleSpec
+    deployment_id: str
+    deployment_name: str
+    pool_id: str
+    queue_id: str
+    parameters: dict[str, Any]
+    job_variables: dict[str, Any]
+    base_job_template: dict[str, Any]
+
+
+async def active_schedules(db: Database) -> list[ScheduleTarget]:
+    async with db.read() as conn:
+        rows = await conn.execute(
+            select(schedules.c.id, schedules.c.spec, deployments.c.id.label("deployment_id"),
+                   deployments.c.name, deployments.c.pool_id, deployments.c.queue_id,
+                   deployments.c.parameters, deployments.c.job_variables,
+                   work_pools.c.base_job_template)
+            .join(deployments, deployments.c.id == schedules.c.deployment_id)
+            .join(work_pools, work_pools.c.id == deployments.c.pool_id)
+            .where(schedules.c.active.is_(True), deployments.c.paused.is_(False)))
+        return [ScheduleTarget(r.id, ScheduleSpec.model_validate(r.spec), r.deployment_id,
+                               r.name, r.pool_id, r.queue_id, r.parameters, r.job_variables,
+                               r.base_job_template) for r in rows]
+
+
+def schedule_slot_key(deployment_id: str, slot: datetime) -> str:
+    """One run per deployment and slot, whatever restarts or schedule edits happen."""
+    return f"scheduled:{deployment_id}:{slot.isoformat()}"
+
+
+async def insert_scheduled_runs(db: Database, rows: list[dict[str, Any]]) -> int:
+    """Insert materialised runs, skipping slots that already have one; returns how many."""
+    if not rows:
+        return 0
+    now = utcnow()
+    inserted: list[tuple[str, datetime]] = []
+    async with db.write() as conn:
+        for start in range(0, len(rows), 500):
+            stmt = insert_ignoring_conflicts(db.dialect, runs, rows[start:start + 500])
+            result = await conn.execute(stmt.returning(runs.c.id, runs.c.scheduled_time))
+            inserted.extend((r.id, r.scheduled_time) for r in result)
+        if inserted:
+            await conn.execute(insert(run_states), [
+                {"run_id": run_id, "state": SCHEDULED, "timestamp": now,
+                 "message": f"scheduled for {_aware(when).isoformat()} by its schedule"}
+                for run_id, when in inserted])
+    return len(inserted)

@@ -1,0 +1,207 @@
+"""Deployments and their schedules: apply (create or update), read, pause, delete.
+
+Everything a deployment says is validated here, before anything is stored: the pool and
+queue exist, schedules parse, job variables fit the pool's schema and the provider accepts
+the rendered configuration, parameters fit the parameter schema.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import jsonschema
+from sqlalchemy import Row, and_, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dispatcher import schedules as schedule_math
+from dispatcher import templates
+from dispatcher.errors import InvalidInput, NotFound
+from dispatcher.models import (
+    Deployment,
+    DeploymentApply,
+    DeploymentUpdate,
+    RunState,
+    Schedule,
+    ScheduleSpec,
+)
+from dispatcher.store.common import new_id, utcnow
+from dispatcher.store.db import Database
+from dispatcher.store.tables import deployments, runs, schedules, work_pools, work_queues
+from providers import registry
+
+_COLUMNS = [deployments, work_pools.c.name.label("pool_name"),
+            work_queues.c.name.label("queue_name")]
+
+
+def _select() -> Any:
+    return (select(*_COLUMNS)
+            .join(work_pools, work_pools.c.id == deployments.c.pool_id)
+            .join(work_queues, work_queues.c.id == deployments.c.queue_id))
+
+
+def _ref_clause(ref: str) -> Any:
+    if "/" in ref:
+        flow_name, _, name = ref.partition("/")
+        return and_(deployments.c.flow_name == flow_name, deployments.c.name == name)
+    return deployments.c.id == ref
+
+
+async def _with_schedules(conn: AsyncConnection, rows: list[Row[Any]]) -> list[Deployment]:
+    ids = [r.id for r in rows]
+    by_deployment: dict[str, list[Schedule]] = defaultdict(list)
+    for s in await conn.execute(select(schedules).where(schedules.c.deployment_id.in_(ids))
+                                .order_by(schedules.c.position)):
+        by_deployment[s.deployment_id].append(
+            Schedule.model_validate({**s.spec, "id": s.id, "active": s.active}))
+    return [Deployment.model_validate({**r._mapping, "schedules": by_deployment[r.id]})
+            for r in rows]
+
+
+async def deployment_row(conn: AsyncConnection, ref: str) -> Row[Any]:
+    row = (await conn.execute(_select().where(_ref_clause(ref)))).first()
+    if row is None:
+        raise NotFound(f"deployment {ref!r} not found; names look like 'FLOW/DEPLOYMENT' "
+                       "(see `pushpool deployment ls`)")
+    return row
+
+
+def validate_parameters(schema: dict[str, Any] | None, parameters: dict[str, Any],
+                        *, enforce_required: bool) -> None:
+    if not schema:
+        return
+    checked = dict(schema)
+    if not enforce_required:
+        checked.pop("required", None)
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(checked).iter_errors(parameters))
+    if error is not None:
+        path = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            path = missing or path
+        field = f"parameters.{path}" if path else "parameters"
+        raise InvalidInput(field, error.message, "pass a value that matches the flow's signature")
+
+
+def check_job_variables(pool_type: str, template: dict[str, Any],
+                        job_variables: dict[str, Any], field: str = "job_variables") -> None:
+    """The overrides fit the pool's schema and the provider accepts the rendered result."""
+    schema = template.get("variables", {})
+    try:
+        templates.validate_job_variables(schema, job_variables, enforce_required=False,
+                                         field=field)
+        merged = templates.merge_job_variables(templates.schema_defaults(schema), job_variables)
+        rendered = templates.render_job_configuration(template["job_configuration"], merged)
+    except templates.TemplateError as exc:
+        raise InvalidInput(exc.field, exc.message, exc.fix) from exc
+    try:
+        registry.get_provider(pool_type).validate_config(rendered)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(field, str(exc), "change the job variables or the pool's template"
+                           ) from exc
+
+
+def _check_schedules(specs: list[ScheduleSpec]) -> None:
+    for i, spec in enumerate(specs):
+        try:
+            schedule_math.validate_schedule(spec, field=f"schedules[{i}]")
+        except schedule_math.ScheduleError as exc:
+            raise InvalidInput(exc.field, exc.message, exc.fix) from exc
+
+
+async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deployment, bool]:
+    """Create the deployment or update the one with the same flow and name."""
+    _check_schedules(data.schedules)
+    if data.command is None and data.entrypoint is None and "command" not in data.job_variables:
+        raise InvalidInput("command", "a deployment needs a command or an entrypoint",
+                           "set `command: [...]` (argv list) or `entrypoint: path.py:function`")
+    validate_parameters(data.parameter_schema, data.parameters, enforce_required=False)
+    queue_name = data.queue_name or "default"
+    now = utcnow()
+    async with db.write() as conn:
+        pool = (await conn.execute(select(work_pools).where(
+            work_pools.c.name == data.pool_name))).first()
+        if pool is None:
+            raise InvalidInput("pool_name", f"work pool {data.pool_name!r} does not exist",
+                               f"create it with `pushpool work-pool create {data.pool_name} "
+                               "--type process` or name an existing pool")
+        queue = (await conn.execute(select(work_queues).where(
+            work_queues.c.pool_id == pool.id, work_queues.c.name == queue_name))).first()
+        if queue is None:
+            raise InvalidInput("queue_name", f"pool {data.pool_name!r} has no queue "
+                               f"{queue_name!r}", f"create it with `pushpool work-queue create "
+                               f"{queue_name} --pool {data.pool_name}`")
+        check_job_variables(pool.type, pool.base_job_template, data.job_variables)
+        values = data.model_dump(exclude={"pool_name", "queue_name", "schedules"})
+        values.update(pool_id=pool.id, queue_id=queue.id, updated=now)
+        existing = (await conn.execute(select(deployments.c.id).where(
+            deployments.c.flow_name == data.flow_name,
+            deployments.c.name == data.name))).first()
+        if existing is None:
+            deployment_id = new_id()
+            await conn.execute(insert(deployments).values(id=deployment_id, created=now,
+                                                          **values))
+        else:
+            deployment_id = existing.id
+            await conn.execute(update(deployments).where(deployments.c.id == deployment_id)
+                               .values(**values))
+            await conn.execute(delete(schedules).where(
+                schedules.c.deployment_id == deployment_id))
+            await drop_future_scheduled_runs(conn, deployment_id)
+        if data.schedules:
+            await conn.execute(insert(schedules), [
+                {"id": new_id(), "deployment_id": deployment_id, "position": i,
+                 "spec": spec.model_dump(mode="json", exclude={"active"}),
+                 "active": spec.active}
+                for i, spec in enumerate(data.schedules)])
+        deployment = (await _with_schedules(conn, [await deployment_row(conn, deployment_id)]))[0]
+    return deployment, existing is None
+
+
+async def drop_future_scheduled_runs(conn: AsyncConnection, deployment_id: str) -> None:
+    """Schedules changed or paused: forget their not-yet-due runs; the scheduler remakes them."""
+    await conn.execute(delete(runs).where(
+        runs.c.deployment_id == deployment_id, runs.c.auto_scheduled.is_(True),
+        runs.c.state == RunState.SCHEDULED.value, runs.c.scheduled_time > utcnow()))
+
+
+async def get_deployment(db: Database, ref: str) -> Deployment:
+    async with db.read() as conn:
+        return (await _with_schedules(conn, [await deployment_row(conn, ref)]))[0]
+
+
+async def list_deployments(db: Database, pool_name: str | None = None,
+                           flow_name: str | None = None) -> list[Deployment]:
+    query = _select().order_by(deployments.c.flow_name, deployments.c.name)
+    if pool_name is not None:
+        query = query.where(work_pools.c.name == pool_name)
+    if flow_name is not None:
+        query = query.where(deployments.c.flow_name == flow_name)
+    async with db.read() as conn:
+        return await _with_schedules(conn, list(await conn.execute(query)))
+
+
+async def update_deployment(db: Database, ref: str, data: DeploymentUpdate) -> Deployment:
+    values: dict[str, Any] = {}
+    for key in ("paused", "description", "concurrency_limit"):
+        if getattr(data, key) is not None:
+            values[key] = getattr(data, key)
+    if data.clear_concurrency_limit:
+        values["concurrency_limit"] = None
+    async with db.write() as conn:
+        row = await deployment_row(conn, ref)
+        if values:
+            await conn.execute(update(deployments).where(deployments.c.id == row.id)
+                               .values(**values, updated=utcnow()))
+        if data.paused:
+            await drop_future_scheduled_runs(conn, row.id)
+    return await get_deployment(db, row.id)
+
+
+async def delete_deployment(db: Database, ref: str) -> None:
+    async with db.write() as conn:
+        row = await deployment_row(conn, ref)
+        await conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
+                                              runs.c.state == RunState.SCHEDULED.value))
+        await conn.execute(delete(deployments).where(deployments.c.id == row.id))

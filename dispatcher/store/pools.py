@@ -1,0 +1,259 @@
+"""Work pools and their work queues: create, read, update, delete, with validation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dispatcher import templates
+from dispatcher.errors import Conflict, InvalidInput, NotFound
+from dispatcher.models import (
+    ACTIVE_STATES,
+    WorkPool,
+    WorkPoolCreate,
+    WorkPoolUpdate,
+    WorkQueue,
+    WorkQueueCreate,
+    WorkQueueUpdate,
+)
+from dispatcher.store.common import new_id, pairs, utcnow
+from dispatcher.store.db import Database
+from dispatcher.store.tables import deployments, runs, work_pools, work_queues
+from providers import registry
+
+ACTIVE = [s.value for s in ACTIVE_STATES]
+
+
+def default_base_job_template(pool_type: str) -> dict[str, Any]:
+    """The template a new pool of this type starts with (422 naming ``type`` if unknown)."""
+    _check_pool_type(pool_type)
+    try:
+        provider = registry.get_provider(pool_type)
+    except registry.ProviderUnavailable as exc:
+        raise InvalidInput("type", str(exc)) from exc
+    return provider.default_base_job_template()
+
+
+def _check_pool_type(pool_type: str) -> None:
+    if not registry.is_known(pool_type):
+        choices = ", ".join(sorted(registry.available_types()))
+        raise InvalidInput("type", f"unknown pool type {pool_type!r}",
+                           f"choose one of: {choices}")
+
+
+def _check_template(template: dict[str, Any]) -> None:
+    try:
+        templates.validate_base_job_template(template)
+    except templates.TemplateError as exc:
+        raise InvalidInput(exc.field, exc.message, exc.fix) from exc
+
+
+async def _pool_row(conn: AsyncConnection, name: str) -> Row[Any]:
+    row = (await conn.execute(select(work_pools).where(work_pools.c.name == name))).first()
+    if row is None:
+        raise NotFound(f"work pool {name!r} not found; list pools with `pushpool work-pool ls`")
+    return row
+
+
+async def pool_id_by_name(conn: AsyncConnection, name: str) -> str:
+    return str((await _pool_row(conn, name)).id)
+
+
+async def _pools_with_counts(conn: AsyncConnection, rows: list[Row[Any]]) -> list[WorkPool]:
+    ids = [r.id for r in rows]
+    queue_names: dict[str, list[str]] = defaultdict(list)
+    for q in await conn.execute(select(work_queues.c.pool_id, work_queues.c.name)
+                                .where(work_queues.c.pool_id.in_(ids))
+                                .order_by(work_queues.c.priority, work_queues.c.name)):
+        queue_names[q.pool_id].append(q.name)
+    active = pairs(await conn.execute(
+        select(runs.c.pool_id, func.count()).where(runs.c.state.in_(ACTIVE),
+                                                   runs.c.pool_id.in_(ids))
+        .group_by(runs.c.pool_id)))
+    return [WorkPool.model_validate({**r._mapping, "queues": queue_names[r.id],
+                                     "active_runs": active.get(r.id, 0)}) for r in rows]
+
+
+async def create_pool(db: Database, data: WorkPoolCreate,
+                      provisioned: dict[str, Any] | None = None) -> WorkPool:
+    _check_pool_type(data.type)
+    template = data.base_job_template or default_base_job_template(data.type)
+    field = "base_job_template" if data.base_job_template else "type"
+    try:
+        templates.validate_base_job_template(template)
+    except templates.TemplateError as exc:
+        raise InvalidInput(exc.field if field == "base_job_template" else field,
+                           exc.message, exc.fix) from exc
+    now = utcnow()
+    pool_id = new_id()
+    try:
+        async with db.write() as conn:
+            await conn.execute(insert(work_pools).values(
+                id=pool_id, name=data.name, type=data.type, description=data.description,
+                base_job_template=template, concurrency_limit=data.concurrency_limit,
+                paused=data.paused, late_after_seconds=data.late_after_seconds,
+                provisioned=provisioned, created=now, updated=now))
+            await conn.execute(insert(work_queues).values(
+                id=new_id(), pool_id=pool_id, name="default", priority=1,
+                description="The pool's default queue", paused=False, created=now,
+                updated=now))
+    except IntegrityError as exc:
+        raise Conflict(f"a work pool named {data.name!r} already exists; pick another name "
+                       "or update it with `pushpool work-pool update`",
+                       [{"field": "name", "message": "already exists"}]) from exc
+    return await get_pool(db, data.name)
+
+
+async def get_pool(db: Database, name: str) -> WorkPool:
+    async with db.read() as conn:
+        return (await _pools_with_counts(conn, [await _pool_row(conn, name)]))[0]
+
+
+async def list_pools(db: Database) -> list[WorkPool]:
+    async with db.read() as conn:
+        rows = list(await conn.execute(select(work_pools).order_by(work_pools.c.name)))
+        return await _pools_with_counts(conn, rows)
+
+
+async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool:
+    values: dict[str, Any] = {}
+    if data.base_job_template is not None:
+        _check_template(data.base_job_template)
+        values["base_job_template"] = data.base_job_template
+    if data.description is not None:
+        values["description"] = data.description
+    if data.concurrency_limit is not None:
+        values["concurrency_limit"] = data.concurrency_limit
+    if data.clear_concurrency_limit:
+        values["concurrency_limit"] = None
+    if data.paused is not None:
+        values["paused"] = data.paused
+        values["paused_reason"] = "paused by a user" if data.paused else None
+    if data.late_after_seconds is not None:
+        values["late_after_seconds"] = data.late_after_seconds
+    async with db.write() as conn:
+        row = await _pool_row(conn, name)
+        if values:
+            await conn.execute(update(work_pools).where(work_pools.c.id == row.id)
+                               .values(**values, updated=utcnow()))
+    return await get_pool(db, name)
+
+
+async def set_pool_paused(db: Database, name: str, paused: bool, reason: str | None) -> None:
+    """Pause or resume with a reason (the engine's circuit breaker uses this too)."""
+    async with db.write() as conn:
+        await conn.execute(update(work_pools).where(work_pools.c.name == name).values(
+            paused=paused, paused_reason=reason if paused else None, updated=utcnow()))
+
+
+async def delete_pool(db: Database, name: str) -> None:
+    async with db.write() as conn:
+        row = await _pool_row(conn, name)
+        active = (await conn.execute(select(func.count()).select_from(runs).where(
+            runs.c.pool_id == row.id, runs.c.state.in_(ACTIVE)))).scalar_one()
+        if active:
+            raise Conflict(f"work pool {name!r} has {active} active run(s); cancel them first "
+                           "(`pushpool run ls --pool {name}`)")
+        await conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
+
+
+# ----------------------------------------------------------------------------- queues
+
+
+async def _queue_row(conn: AsyncConnection, pool_id: str, pool_name: str,
+                     name: str) -> Row[Any]:
+    row = (await conn.execute(select(work_queues).where(
+        work_queues.c.pool_id == pool_id, work_queues.c.name == name))).first()
+    if row is None:
+        raise NotFound(f"work queue {name!r} not found in pool {pool_name!r}; list them with "
+                       f"`pushpool work-queue ls --pool {pool_name}`")
+    return row
+
+
+async def _queues(conn: AsyncConnection, where: Any) -> list[WorkQueue]:
+    rows = list(await conn.execute(
+        select(work_queues, work_pools.c.name.label("pool_name"))
+        .join(work_pools, work_pools.c.id == work_queues.c.pool_id)
+        .where(where).order_by(work_pools.c.name, work_queues.c.priority, work_queues.c.name)))
+    ids = [r.id for r in rows]
+    active = pairs(await conn.execute(
+        select(runs.c.queue_id, func.count()).where(runs.c.state.in_(ACTIVE),
+                                                    runs.c.queue_id.in_(ids))
+        .group_by(runs.c.queue_id)))
+    return [WorkQueue.model_validate({**r._mapping, "active_runs": active.get(r.id, 0)})
+            for r in rows]
+
+
+async def create_queue(db: Database, pool_name: str, data: WorkQueueCreate) -> WorkQueue:
+    now = utcnow()
+    try:
+        async with db.write() as conn:
+            pool_id = await pool_id_by_name(conn, pool_name)
+            priority = data.priority
+            if priority is None:
+                highest = (await conn.execute(select(func.max(work_queues.c.priority)).where(
+                    work_queues.c.pool_id == pool_id))).scalar_one()
+                priority = (highest or 0) + 1
+            await conn.execute(insert(work_queues).values(
+                id=new_id(), pool_id=pool_id, name=data.name, description=data.description,
+                priority=priority, concurrency_limit=data.concurrency_limit,
+                paused=data.paused, created=now, updated=now))
+    except IntegrityError as exc:
+        raise Conflict(f"pool {pool_name!r} already has a queue named {data.name!r}; "
+                       "pick another name", [{"field": "name", "message": "already exists"}]
+                       ) from exc
+    return await get_queue(db, pool_name, data.name)
+
+
+async def get_queue(db: Database, pool_name: str, name: str) -> WorkQueue:
+    async with db.read() as conn:
+        pool_id = await pool_id_by_name(conn, pool_name)
+        row = await _queue_row(conn, pool_id, pool_name, name)
+        return (await _queues(conn, work_queues.c.id == row.id))[0]
+
+
+async def list_queues(db: Database, pool_name: str | None = None) -> list[WorkQueue]:
+    async with db.read() as conn:
+        if pool_name is None:
+            return await _queues(conn, work_queues.c.id.is_not(None))
+        pool_id = await pool_id_by_name(conn, pool_name)
+        return await _queues(conn, work_queues.c.pool_id == pool_id)
+
+
+async def update_queue(db: Database, pool_name: str, name: str,
+                       data: WorkQueueUpdate) -> WorkQueue:
+    values: dict[str, Any] = {}
+    for key in ("description", "priority", "concurrency_limit", "paused"):
+        if getattr(data, key) is not None:
+            values[key] = getattr(data, key)
+    if data.clear_concurrency_limit:
+        values["concurrency_limit"] = None
+    async with db.write() as conn:
+        pool_id = await pool_id_by_name(conn, pool_name)
+        row = await _queue_row(conn, pool_id, pool_name, name)
+        if values:
+            await conn.execute(update(work_queues).where(work_queues.c.id == row.id)
+                               .values(**values, updated=utcnow()))
+    return await get_queue(db, pool_name, name)
+
+
+async def delete_queue(db: Database, pool_name: str, name: str) -> None:
+    if name == "default":
+        raise Conflict("the default queue cannot be deleted; delete the pool instead")
+    async with db.write() as conn:
+        pool_id = await pool_id_by_name(conn, pool_name)
+        row = await _queue_row(conn, pool_id, pool_name, name)
+        used = (await conn.execute(select(func.count()).select_from(deployments).where(
+            deployments.c.queue_id == row.id))).scalar_one()
+        if used:
+            raise Conflict(f"queue {name!r} is used by {used} deployment(s); move them to "
+                           "another queue first")
+        active = (await conn.execute(select(func.count()).select_from(runs).where(
+            runs.c.queue_id == row.id, runs.c.state.in_(ACTIVE)))).scalar_one()
+        if active:
+            raise Conflict(f"queue {name!r} has {active} active run(s); cancel them first")
+        await conn.execute(delete(work_queues).where(work_queues.c.id == row.id))

@@ -1,0 +1,179 @@
+"""The database schema: SQLAlchemy Core tables shared by SQLite and PostgreSQL.
+
+Times are stored as UTC and always come back timezone-aware (``UTCDateTime``); JSON
+columns are JSONB on PostgreSQL. Alembic migrations under ``migrations/`` create these.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import DateTime, TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC, on every backend alike."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Id = String(36)
+BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+work_pools = Table(
+    "work_pools", metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("type", String(100), nullable=False),
+    Column("description", Text),
+    Column("base_job_template", JSONType, nullable=False),
+    Column("concurrency_limit", Integer),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", Text),
+    Column("late_after_seconds", Float, nullable=False, default=15.0),
+    Column("provisioned", JSONType),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+
+work_queues = Table(
+    "work_queues", metadata,
+    Column("id", Id, primary_key=True),
+    Column("pool_id", Id, ForeignKey("work_pools.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("description", Text),
+    Column("priority", Integer, nullable=False, default=1),
+    Column("concurrency_limit", Integer),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    UniqueConstraint("pool_id", "name"),
+)
+
+deployments = Table(
+    "deployments", metadata,
+    Column("id", Id, primary_key=True),
+    Column("flow_name", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("pool_id", Id, ForeignKey("work_pools.id", ondelete="CASCADE"), nullable=False),
+    Column("queue_id", Id, ForeignKey("work_queues.id", ondelete="CASCADE"), nullable=False),
+    Column("command", JSONType),
+    Column("entrypoint", Text),
+    Column("source", Text),
+    Column("image", Text),
+    Column("parameters", JSONType, nullable=False),
+    Column("parameter_schema", JSONType),
+    Column("job_variables", JSONType, nullable=False),
+    Column("tags", JSONType, nullable=False),
+    Column("description", Text),
+    Column("version", String(200)),
+    Column("concurrency_limit", Integer),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    UniqueConstraint("flow_name", "name"),
+)
+
+schedules = Table(
+    "schedules", metadata,
+    Column("id", Id, primary_key=True),
+    Column("deployment_id", Id, ForeignKey("deployments.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("spec", JSONType, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("deployment_id", Id, ForeignKey("deployments.id", ondelete="SET NULL")),
+    Column("pool_id", Id, ForeignKey("work_pools.id", ondelete="CASCADE"), nullable=False),
+    Column("queue_id", Id, ForeignKey("work_queues.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("state_message", Text),
+    Column("scheduled_time", UTCDateTime, nullable=False),
+    Column("parameters", JSONType, nullable=False),
+    Column("job_variables", JSONType, nullable=False),
+    Column("job_configuration", JSONType),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("infra_id", Text),
+    Column("console_url", Text),
+    Column("exit_code", Integer),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("timeout_seconds", Integer),
+    Column("idempotency_key", String(300), unique=True),
+    Column("auto_scheduled", Boolean, nullable=False, default=False),
+    Column("lease_owner", String(100)),
+    Column("lease_expires", UTCDateTime),
+    Column("log_cursor", Text),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
+    Index("ix_runs_pool_state", "pool_id", "state"),
+    Index("ix_runs_deployment_state", "deployment_id", "state"),
+    Index("ix_runs_queue_state", "queue_id", "state"),
+    Index("ix_runs_created", "created"),
+)
+
+run_states = Table(
+    "run_states", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Id, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("state", String(20), nullable=False),
+    Column("message", Text),
+    Column("timestamp", UTCDateTime, nullable=False),
+)
+
+run_logs = Table(
+    "run_logs", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Id, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("stream", String(20), nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_run_logs_run_id_id", "run_id", "id"),
+)

@@ -1,0 +1,1 @@
+"""Provider adapters: one module per compute target, all behind providers.base's interface."""
