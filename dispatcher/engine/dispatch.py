@@ -104,8 +104,11 @@ class Dispatcher:
         for run in claimed:
             task = asyncio.create_task(self._submit(run), name=f"submit-{run.run_id}")
             self._in_flight[run.run_id] = task
-            task.add_done_callback(lambda _t, rid=run.run_id: self._in_flight.pop(rid, None))
+            task.add_done_callback(self._forget)
         return len(claimed)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(task.get_name().removeprefix("submit-"), None)
 
     async def _seconds_until_next(self) -> float:
         try:

@@ -217,6 +217,10 @@ class Watcher:
             for run_id, change in changes.items():
                 if change.state is None:
                     continue
+                if change.state in (RunState.COMPLETED, RunState.FAILED):
+                    # It ran between two polls: keep RUNNING in the history (no-op if it
+                    # was already RUNNING or is CANCELLING).
+                    await transition(conn, run_id, RunState.RUNNING, "started")
                 moved = await transition(conn, run_id, change.state, change.message,
                                                     **change.fields)
                 if moved and change.state.is_final:

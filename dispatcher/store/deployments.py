@@ -30,12 +30,9 @@ from dispatcher.store.db import Database
 from dispatcher.store.tables import deployments, runs, schedules, work_pools, work_queues
 from providers import registry
 
-_COLUMNS = [deployments, work_pools.c.name.label("pool_name"),
-            work_queues.c.name.label("queue_name")]
-
-
 def _select() -> Any:
-    return (select(*_COLUMNS)
+    return (select(deployments, work_pools.c.name.label("pool_name"),
+                   work_queues.c.name.label("queue_name"))
             .join(work_pools, work_pools.c.id == deployments.c.pool_id)
             .join(work_queues, work_queues.c.id == deployments.c.queue_id))
 

@@ -157,7 +157,7 @@ async def delete_pool(db: Database, name: str) -> None:
             runs.c.pool_id == row.id, runs.c.state.in_(ACTIVE)))).scalar_one()
         if active:
             raise Conflict(f"work pool {name!r} has {active} active run(s); cancel them first "
-                           "(`pushpool run ls --pool {name}`)")
+                           f"(`pushpool run ls --pool {name}`)")
         await conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
 
 

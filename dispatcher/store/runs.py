@@ -50,6 +50,9 @@ def _select() -> Any:
 def _to_run(row: Row[Any], now: datetime, history: list[StateRecord] | None = None) -> Run:
     mapping = dict(row._mapping)
     state = RunState(mapping["state"])
+    key = mapping.get("idempotency_key")
+    if key and key.startswith(f"api:{mapping['deployment_id']}:"):
+        mapping["idempotency_key"] = key.split(":", 2)[2]  # show the caller's own key
     mapping["display_state"] = display_state(state, mapping["scheduled_time"], now,
                                              mapping.pop("late_after_seconds"))
     return Run.model_validate({**mapping, "history": history or []})
@@ -70,14 +73,16 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
                      idempotency_key: str | None = None) -> tuple[Run, bool]:
     """A run of a deployment; the same idempotency key returns the same run."""
-    if idempotency_key is not None:
-        existing = await _run_by_key(db, idempotency_key)
-        if existing is not None:
-            return existing, False
     async with db.read() as conn:
         dep = await deployment_row(conn, deployment_ref)
         pool = (await conn.execute(select(work_pools).where(
             work_pools.c.id == dep.pool_id))).one()
+    if idempotency_key is not None:
+        # Keys are scoped to the deployment: the same key elsewhere is another run.
+        idempotency_key = f"api:{dep.id}:{idempotency_key}"
+        existing = await _run_by_key(db, idempotency_key)
+        if existing is not None:
+            return existing, False
     parameters = {**dep.parameters, **data.parameters}
     validate_parameters(dep.parameter_schema, parameters, enforce_required=True)
     rendered = resolve_run_job(pool.base_job_template, dep.job_variables, data.job_variables)

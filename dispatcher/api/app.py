@@ -1,0 +1,47 @@
+"""``create_app``: the aiohttp application with its middlewares and the route table."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from dispatcher.api.auth import auth_middleware
+from dispatcher.api.context import (
+    DB_KEY,
+    ENGINE_KEY,
+    MAX_BODY_BYTES,
+    ROUTES_KEY,
+    SETTINGS_KEY,
+    EngineHandle,
+)
+from dispatcher.api.errors import error_middleware
+from dispatcher.api.route_table import ROUTES
+from dispatcher.api.routing import register_routes
+from dispatcher.settings import Settings
+
+if TYPE_CHECKING:
+    from dispatcher.store.db import Database
+
+__all__ = ["EngineHandle", "create_app"]
+
+
+def create_app(db: Database, engine: EngineHandle | None, settings: Settings) -> web.Application:
+    """The API application. ``engine`` is None when no engine runs in this process."""
+    middlewares: list[Middleware] = [error_middleware]
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset
+        public = frozenset(route.path for route in ROUTES if route.public)
+        middlewares.append(auth_middleware(token, public))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    with warnings.catch_warnings():
+        # Other layers look these up by name, so they stay strings, not web.AppKey.
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app[DB_KEY] = db
+        app[ENGINE_KEY] = engine
+        app[SETTINGS_KEY] = settings
+        app[ROUTES_KEY] = ROUTES
+    register_routes(app, ROUTES)
+    return app

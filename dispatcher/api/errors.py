@@ -1,0 +1,107 @@
+"""Turns every failure into a JSON error ``{"error", "message", "details"}`` with the right status.
+
+Domain errors keep their status and text; aiohttp's own answers (404, 405, 413) get JSON
+bodies; anything unexpected is a 500 whose body says nothing about the exception (it may
+hold secrets) while the traceback goes to the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import ValidationError
+
+from dispatcher.api.context import MAX_BODY_BYTES
+from dispatcher.errors import PushpoolError
+from providers.registry import ProviderUnavailable
+
+log = logging.getLogger("pushpool.api")
+
+INTERNAL_MESSAGE = "internal error (see server log)"
+
+
+class MalformedJson(PushpoolError):
+    status = 400
+    code = "invalid_json"
+
+
+class BodyInvalid(PushpoolError):
+    """A request body failed validation; ``details`` name each field, the message the first."""
+
+    status = 422
+    code = "invalid_input"
+
+    @classmethod
+    def from_validation_error(cls, exc: ValidationError) -> BodyInvalid:
+        details = [{"field": _field_path(err["loc"]), "message": _clean(err["msg"])}
+                   for err in exc.errors(include_url=False, include_input=False)]
+        first = details[0]
+        return cls(f"{first['field']}: {first['message']}", details)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """``("schedules", 0, "cron")`` -> ``schedules[0].cron``, the store's notation too."""
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return path.lstrip(".") or "body"
+
+
+def _clean(message: str) -> str:
+    # pydantic prefixes messages from our own validators; the prefix helps nobody.
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def error_response(status: int, code: str, message: str,
+                   details: list[dict[str, Any]] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = {"error": code, "message": message, "details": details or []}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """JSON for the errors aiohttp raises itself: unknown route, wrong method, huge body."""
+    if isinstance(exc, web.HTTPNotFound):
+        return error_response(404, "not_found",
+                              f"no route {request.method} {request.path}; "
+                              "the routes are listed at /api/openapi.json")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(405, "method_not_allowed",
+                              f"{request.method} is not allowed on {request.path}; "
+                              f"use one of: {allowed}", headers={"Allow": allowed})
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return error_response(413, "payload_too_large",
+                              f"request body is larger than {MAX_BODY_BYTES} bytes (1 MiB); "
+                              "send less data per request")
+    code = exc.reason.lower().replace(" ", "_") if exc.reason else "http_error"
+    return error_response(exc.status, code, exc.reason or "HTTP error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PushpoolError as exc:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return web.json_response(exc.to_json(), status=exc.status, headers=headers)
+    except ProviderUnavailable as exc:
+        # The server lacks a provider's SDK: nothing the caller sent is wrong, and our
+        # message says which extra to install (it holds no secrets).
+        return error_response(501, "provider_unavailable", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(request, exc)
+    except Exception:  # CancelledError is a BaseException and passes through
+        # ValidationError lands here too when it comes from our own code, not the body.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal", INTERNAL_MESSAGE)
+
+
+__all__ = ["INTERNAL_MESSAGE", "BodyInvalid", "MalformedJson", "error_middleware",
+           "error_response"]

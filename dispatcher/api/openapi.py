@@ -1,0 +1,154 @@
+"""Builds the OpenAPI 3.1 document from the route table (never written by hand).
+
+Component schemas come from the pydantic models themselves (request bodies in validation
+mode, answers in serialization mode), so the document says what the server accepts and
+returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from dispatcher import __version__
+from dispatcher.api.routing import QueryParam, Route
+from dispatcher.api.schemas import Error
+from dispatcher.models import RunState
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+SECURITY_SCHEME = "bearer"
+PATH_PARAM = re.compile(r"\{(\w+)\}")
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    401: "The API token is missing or wrong",
+    404: "No such object (or no such route)",
+    409: "Conflicts with what is stored (duplicate name, object in use, run already final)",
+    413: "The body is larger than 1 MiB",
+    422: "A field, query parameter or header is invalid; details name it",
+    500: "The server's own fault; the log has the details",
+}
+
+ModelKey = tuple[type[BaseModel], JsonSchemaMode]
+
+
+def _models(routes: tuple[Route, ...]) -> list[ModelKey]:
+    keys: list[ModelKey] = [(Error, "serialization")]
+    for route in routes:
+        if route.body is not None:
+            keys.append((route.body, "validation"))
+        if route.response is not None:
+            keys.append((route.response, "serialization"))
+    return list(dict.fromkeys(keys))  # unique, in order
+
+
+def _query_schema(param: QueryParam) -> dict[str, Any]:
+    if param.kind == "state":
+        return {"type": "string", "enum": [state.value for state in RunState]}
+    if param.kind == "str":
+        return {"type": "string", "minLength": 1}
+    schema: dict[str, Any] = {"type": "integer"}
+    if param.minimum is not None:
+        schema["minimum"] = param.minimum
+    if param.maximum is not None:
+        schema["maximum"] = param.maximum
+    if param.default is not None:
+        schema["default"] = param.default
+    return schema
+
+
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAM.findall(route.path)]
+    params += [{"name": param.name, "in": "query", "required": False,
+                "description": param.description, "schema": _query_schema(param)}
+               for param in route.query]
+    if route.idempotency_key:
+        params.append({
+            "name": "Idempotency-Key", "in": "header", "required": False,
+            "description": "Sending the same key again returns the run it made the first time",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 200}})
+    return params
+
+
+def _error_statuses(route: Route) -> list[int]:
+    statuses = {500, *route.errors}
+    if not route.public:
+        statuses.add(401)
+    if PATH_PARAM.search(route.path):
+        statuses.add(404)
+    if route.body is not None:
+        statuses |= {400, 413, 422}
+    if route.query or route.idempotency_key:
+        statuses.add(422)
+    return sorted(statuses)
+
+
+def _success_schema(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any] | None:
+    if route.response is not None:
+        ref = refs[(route.response, "serialization")]
+        return {"type": "array", "items": ref} if route.many else ref
+    if route.response_schema is not None:
+        return dict(route.response_schema)
+    return None
+
+
+def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": route.handler.__name__,
+        "summary": route.summary,
+        "tags": [route.path.split("/")[2]],
+    }
+    parameters = _parameters(route)
+    if parameters:
+        operation["parameters"] = parameters
+    if route.body is not None:
+        required = any(field.is_required() for field in route.body.model_fields.values())
+        operation["requestBody"] = {
+            "required": required,
+            "content": {"application/json": {"schema": refs[(route.body, "validation")]}}}
+    schema = _success_schema(route, refs)
+    responses: dict[str, Any] = {}
+    successes = {route.status: HTTPStatus(route.status).phrase, **route.other_statuses}
+    for status, description in successes.items():
+        answer: dict[str, Any] = {"description": description}
+        if schema is not None and status != 204:
+            answer["content"] = {"application/json": {"schema": schema}}
+        responses[str(status)] = answer
+    error_ref = refs[(Error, "serialization")]
+    for status in _error_statuses(route):
+        responses[str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"),
+                                  "content": {"application/json": {"schema": error_ref}}}
+    operation["responses"] = responses
+    if route.public:
+        operation["security"] = []
+    return operation
+
+
+@functools.lru_cache(maxsize=4)
+def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` (cached: the table does not change)."""
+    refs, definitions = models_json_schema(_models(routes), ref_template=REF_TEMPLATE)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "pushpool", "version": __version__,
+                 "description": "Push-pool dispatcher: work pools, deployments and runs."},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {SECURITY_SCHEME: {
+                "type": "http", "scheme": "bearer",
+                "description": "The value of PUSHPOOL_API_TOKEN (only when the server sets it)"}},
+        },
+        "security": [{SECURITY_SCHEME: []}],
+    }

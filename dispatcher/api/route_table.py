@@ -1,0 +1,116 @@
+"""THE route table: every endpoint of the API, registered and documented from this list."""
+
+from __future__ import annotations
+
+from dispatcher.api import routes_deployments as deployments
+from dispatcher.api import routes_meta as meta
+from dispatcher.api import routes_pools as pools
+from dispatcher.api import routes_runs as runs
+from dispatcher.api.routing import QueryParam, Route
+from dispatcher.api.schemas import DeploymentApplied, Health, PoolType, WebhookPayload
+from dispatcher.models import (
+    Deployment,
+    DeploymentApply,
+    DeploymentUpdate,
+    LogEntry,
+    Run,
+    RunCreate,
+    WorkPool,
+    WorkPoolCreate,
+    WorkPoolUpdate,
+    WorkQueue,
+    WorkQueueCreate,
+    WorkQueueUpdate,
+)
+
+POOL_FILTER = QueryParam("pool", "str", "Only this work pool's items")
+LIMIT = QueryParam("limit", "int", "At most this many items", default=50, minimum=1,
+                   maximum=1000)
+OFFSET = QueryParam("offset", "int", "Skip this many items", default=0, minimum=0)
+PREVIEW_LIMIT = QueryParam("limit", "int", "At most this many runs", default=20, minimum=1,
+                           maximum=1000)
+STATE = QueryParam("state", "state", "Only runs in this state")
+DEPLOYMENT_FILTER = QueryParam("deployment", "str",
+                               "Only this deployment's runs: flow/deployment or its id")
+FLOW_FILTER = QueryParam("flow", "str", "Only this flow's deployments")
+LOGS_AFTER = QueryParam("after", "int", "Only entries with a larger id (the last id you read)",
+                        default=0, minimum=0)
+LOGS_LIMIT = QueryParam("limit", "int", "At most this many entries", default=1000, minimum=1,
+                        maximum=1000)
+
+OBJECT = {"type": "object", "additionalProperties": True}
+
+POOLS = "/api/work-pools"
+POOL = "/api/work-pools/{pool}"
+QUEUE = "/api/work-pools/{pool}/queues/{queue}"
+DEPLOYMENT = "/api/deployments/{flow}/{name}"
+
+ROUTES: tuple[Route, ...] = (
+    # server
+    Route("GET", "/api/health", meta.health, "Liveness and database reachability",
+          response=Health, public=True),
+    Route("GET", "/api/openapi.json", meta.openapi_json, "This API's OpenAPI 3.1 document",
+          response_schema=OBJECT),
+    Route("GET", "/api/pool-types", meta.list_pool_types, "The pool types this server knows",
+          response=PoolType, many=True),
+    Route("GET", "/api/pool-types/{type}/base-job-template", meta.get_base_job_template,
+          "A pool type's default base job template", response_schema=OBJECT, errors=(422,)),
+    # work pools
+    Route("GET", POOLS, pools.list_pools, "List work pools", response=WorkPool, many=True),
+    Route("POST", POOLS, pools.create_pool, "Create a work pool (and its default queue)",
+          body=WorkPoolCreate, response=WorkPool, status=201, errors=(409,)),
+    Route("GET", POOL, pools.get_pool, "Read a work pool", response=WorkPool),
+    Route("PATCH", POOL, pools.update_pool, "Change a work pool", body=WorkPoolUpdate,
+          response=WorkPool),
+    Route("DELETE", POOL, pools.delete_pool, "Delete a work pool with no active runs",
+          status=204, errors=(409,)),
+    Route("POST", POOL + "/pause", pools.pause_pool, "Stop dispatching the pool's runs",
+          response=WorkPool),
+    Route("POST", POOL + "/resume", pools.resume_pool, "Dispatch the pool's runs again",
+          response=WorkPool),
+    Route("GET", POOL + "/preview", pools.preview_pool, "The pool's next scheduled runs",
+          response=Run, many=True, query=(PREVIEW_LIMIT,)),
+    # work queues
+    Route("GET", POOL + "/queues", pools.list_pool_queues, "List a pool's queues",
+          response=WorkQueue, many=True),
+    Route("POST", POOL + "/queues", pools.create_queue, "Create a queue in a pool",
+          body=WorkQueueCreate, response=WorkQueue, status=201, errors=(409,)),
+    Route("GET", QUEUE, pools.get_queue, "Read a queue", response=WorkQueue),
+    Route("PATCH", QUEUE, pools.update_queue, "Change a queue", body=WorkQueueUpdate,
+          response=WorkQueue),
+    Route("DELETE", QUEUE, pools.delete_queue,
+          "Delete a queue (not 'default', not one in use)", status=204, errors=(409,)),
+    Route("GET", "/api/work-queues", pools.list_all_queues, "List the queues of every pool",
+          response=WorkQueue, many=True, query=(POOL_FILTER,)),
+    # deployments ("id/{id}" before "{flow}/{name}" so that it wins the match)
+    Route("GET", "/api/deployments", deployments.list_deployments, "List deployments",
+          response=Deployment, many=True, query=(POOL_FILTER, FLOW_FILTER)),
+    Route("PUT", "/api/deployments", deployments.apply_deployment,
+          "Create or update a deployment (keyed by flow_name and name)", body=DeploymentApply,
+          response=DeploymentApplied, status=201, other_statuses={200: "Updated"},
+          errors=(409,)),
+    Route("GET", "/api/deployments/id/{id}", deployments.get_deployment_by_id,
+          "Read a deployment by its id", response=Deployment),
+    Route("GET", DEPLOYMENT, deployments.get_deployment, "Read a deployment",
+          response=Deployment),
+    Route("PATCH", DEPLOYMENT, deployments.update_deployment, "Change a deployment",
+          body=DeploymentUpdate, response=Deployment),
+    Route("DELETE", DEPLOYMENT, deployments.delete_deployment, "Delete a deployment",
+          status=204, errors=(409,)),
+    Route("POST", DEPLOYMENT + "/runs", deployments.create_run, "Start a run of a deployment",
+          body=RunCreate, response=Run, status=201,
+          other_statuses={200: "The Idempotency-Key was seen before: the same run"},
+          idempotency_key=True),
+    Route("POST", "/api/webhooks/deployments/{flow}/{name}", deployments.webhook,
+          "Start a run now from any JSON object; its 'parameters' become the run's",
+          body=WebhookPayload, response=Run, status=202, idempotency_key=True),
+    # runs
+    Route("GET", "/api/runs", runs.list_runs, "List runs", response=Run,
+          many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, LIMIT, OFFSET)),
+    Route("GET", "/api/runs/{id}", runs.get_run, "Read a run with its state history",
+          response=Run),
+    Route("POST", "/api/runs/{id}/cancel", runs.cancel_run, "Cancel a run", response=Run,
+          errors=(409,)),
+    Route("GET", "/api/runs/{id}/logs", runs.read_logs, "Read a run's log lines in order",
+          response=LogEntry, many=True, query=(LOGS_AFTER, LOGS_LIMIT)),
+)

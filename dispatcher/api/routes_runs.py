@@ -1,0 +1,39 @@
+"""Handlers for runs: listing, one run with its history, cancelling, logs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dispatcher import store
+from dispatcher.api.context import db_of, notify_cancel
+from dispatcher.api.display import with_display_state
+from dispatcher.api.routing import Call, json_model, json_models
+
+
+async def list_runs(request: web.Request, call: Call) -> web.StreamResponse:
+    db = db_of(request)
+    query = call.query
+    runs = await store.list_runs(db, state=query["state"], pool_name=query["pool"],
+                                 deployment_ref=query["deployment"], limit=query["limit"],
+                                 offset=query["offset"])
+    return json_models(await with_display_state(db, runs))
+
+
+async def get_run(request: web.Request, call: Call) -> web.StreamResponse:
+    db = db_of(request)
+    (run,) = await with_display_state(db, [await store.get_run(db, request.match_info["id"])])
+    return json_model(run)
+
+
+async def cancel_run(request: web.Request, call: Call) -> web.StreamResponse:
+    db = db_of(request)
+    run = await store.cancel_run(db, request.match_info["id"])
+    notify_cancel(request, run.id)
+    (run,) = await with_display_state(db, [run])
+    return json_model(run)
+
+
+async def read_logs(request: web.Request, call: Call) -> web.StreamResponse:
+    return json_models(await store.read_logs(db_of(request), request.match_info["id"],
+                                             after_id=call.query["after"],
+                                             limit=call.query["limit"]))

@@ -1,0 +1,173 @@
+"""The route-table entry and the glue that turns one into an aiohttp route.
+
+A ``Route`` says everything about an endpoint once: method, path, handler, summary, body
+model, response model, query parameters. ``register_routes`` registers it with a wrapper
+that validates the query and parses the body before the handler runs, and ``openapi.py``
+documents it from the same entry, so the served routes and the document cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from multidict import MultiMapping
+from pydantic import BaseModel, ValidationError
+
+from dispatcher.api.errors import BodyInvalid, MalformedJson
+from dispatcher.errors import InvalidInput
+from dispatcher.models import RunState
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    kind: Literal["int", "str", "state"]
+    description: str
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass
+class Call:
+    """What the wrapper parsed for the handler: query values (defaults filled) and the body."""
+
+    query: dict[str, Any]
+    body: BaseModel | None = None
+
+    def body_as(self, model: type[M]) -> M:
+        if not isinstance(self.body, model):  # a route-table mistake, not the caller's
+            raise TypeError(f"route declares body {type(self.body).__name__}, "
+                            f"handler wants {model.__name__}")
+        return self.body
+
+
+RouteHandler = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity, so a table can key a cache
+class Route:
+    method: str
+    path: str
+    handler: RouteHandler
+    summary: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    many: bool = False  # the answer is a list of ``response``
+    response_schema: Mapping[str, Any] | None = None  # when the answer has no model
+    status: int = 200
+    other_statuses: Mapping[int, str] = field(default_factory=dict)  # e.g. {200: "replayed"}
+    query: tuple[QueryParam, ...] = ()
+    errors: tuple[int, ...] = ()  # besides the ones every route of its kind can answer
+    idempotency_key: bool = False  # reads the Idempotency-Key header
+    public: bool = False  # needs no API token
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def parse_query(query: MultiMapping[str], params: tuple[QueryParam, ...]) -> dict[str, Any]:
+    """Validate query parameters; unknown ones are rejected so a typo never filters nothing."""
+    known = {param.name: param for param in params}
+    for name in query:
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise InvalidInput(name, "unknown query parameter", f"allowed here: {allowed}")
+    values: dict[str, Any] = {}
+    for param in params:
+        given = query.getall(param.name, [])
+        if not given:
+            values[param.name] = param.default
+            continue
+        if len(given) > 1:
+            raise InvalidInput(param.name, "given more than once", "send it once")
+        values[param.name] = _convert(param, given[0])
+    return values
+
+
+def _convert(param: QueryParam, raw: str) -> Any:
+    if param.kind == "str":
+        if not raw:
+            raise InvalidInput(param.name, "must not be empty", "leave the parameter out instead")
+        return raw
+    if param.kind == "state":
+        try:
+            return RunState(raw.upper())
+        except ValueError:
+            states = ", ".join(state.value for state in RunState)
+            raise InvalidInput(param.name, f"{raw!r} is not a run state",
+                               f"use one of: {states}") from None
+    try:
+        number = int(raw)
+    except ValueError:
+        raise InvalidInput(param.name, f"{raw!r} is not an integer", _range(param)) from None
+    if (param.minimum is not None and number < param.minimum) or (
+            param.maximum is not None and number > param.maximum):
+        raise InvalidInput(param.name, f"{number} is out of range", _range(param))
+    return number
+
+
+def _range(param: QueryParam) -> str:
+    if param.maximum is None:
+        return f"use an integer >= {param.minimum}"
+    return f"use an integer from {param.minimum} to {param.maximum}"
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body as ``model``; an empty body counts as ``{}``."""
+    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedJson(f"request body is not valid JSON ({exc}); "
+                            "send a JSON object with Content-Type: application/json") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BodyInvalid.from_validation_error(exc) from None
+
+
+# ---------------------------------------------------------------------------- registration
+
+
+def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        call = Call(query=parse_query(request.query, route.query))
+        if route.body is not None:
+            call.body = await parse_body(request, route.body)
+        return await route.handler(request, call)
+
+    endpoint.__name__ = route.handler.__name__
+    endpoint.__doc__ = route.summary
+    return endpoint
+
+
+def register_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for route in routes:
+        key = (route.method, route.path)
+        if key in seen:
+            raise ValueError(f"route {route.method} {route.path} is in the table twice")
+        seen.add(key)
+        app.router.add_route(route.method, route.path, _endpoint(route))
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def json_model(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+def json_models(models: list[M]) -> web.Response:
+    return web.json_response([model.model_dump(mode="json") for model in models])
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
