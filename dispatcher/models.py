@@ -17,7 +17,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 NAME_RULE = "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     SCHEDULED = "SCHEDULED"
     PENDING = "PENDING"
     RUNNING = "RUNNING"

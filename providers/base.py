@@ -38,7 +38,7 @@ class PermanentProviderError(ProviderError):
     """Bad image, bad config, missing permissions: the run fails at once with this message."""
 
 
-class InfraPhase(str, enum.Enum):
+class InfraPhase(enum.StrEnum):
     """Every provider's native states, mapped onto one shared enum (Libcloud style)."""
 
     PENDING = "pending"
@@ -136,6 +136,7 @@ class Provider(Protocol):
 
     pool_type: ClassVar[str]
     config_model: ClassVar[type[ProviderConfig]]
+    poll_interval: ClassVar[float]  # seconds between status polls of this provider's runs
 
     def default_base_job_template(self) -> dict[str, Any]: ...
 

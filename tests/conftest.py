@@ -28,7 +28,7 @@ PG_ADMIN_URL = os.environ.get("PUSHPOOL_TEST_POSTGRES_URL",
 T = TypeVar("T")
 
 
-async def wait_for(condition: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0,
+async def wait_for(condition: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0,  # noqa: ASYNC109
                    interval: float = 0.02, what: str = "condition") -> T:
     """Poll until ``condition()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -179,7 +179,7 @@ async def test_next_wakeup_is_the_earliest_due_time(db: Database, state: RunStat
     await _deploy(db, "d")
     assert await store.next_wakeup(db) is None
     when = utcnow() + timedelta(minutes=5)
-    run, _ = await store.create_run(db, "f/d", RunCreate(scheduled_time=when))
+    await store.create_run(db, "f/d", RunCreate(scheduled_time=when))
     wake = await store.next_wakeup(db)
     assert wake is not None and abs((wake - when).total_seconds()) < 0.01
     await store.update_pool(db, "p", WorkPoolUpdate(paused=True))

@@ -3,6 +3,7 @@ lease, retries, permanent errors, cancel, timeout, pause and resume, scheduling.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -199,7 +200,7 @@ async def test_scheduler_materialises_ahead_without_duplicates(pool: Database) -
     runs = await store.list_runs(pool, deployment_ref="f/every-minute")
     slots = sorted(r.scheduled_time for r in runs)
     assert len(set(slots)) == 5
-    assert all((b - a) == timedelta(seconds=60) for a, b in zip(slots, slots[1:], strict=False))
+    assert all((b - a) == timedelta(seconds=60) for a, b in itertools.pairwise(slots))
     # An edit replaces the future runs; a restart (new engine) adds none twice.
     await store.apply_deployment(pool, DeploymentApply(
         name="every-minute", flow_name="f", pool_name="rec", command=["job"],

@@ -30,6 +30,7 @@ from dispatcher.store.db import Database
 from dispatcher.store.tables import deployments, runs, schedules, work_pools, work_queues
 from providers import registry
 
+
 def _select() -> Any:
     return (select(deployments, work_pools.c.name.label("pool_name"),
                    work_queues.c.name.label("queue_name"))

@@ -1,0 +1,108 @@
+"""A provider that runs nothing (pool type ``noop``), for the dispatch benchmark.
+
+Every submit is recorded and answered at once; every run is SUCCEEDED as soon as it is
+asked about. The benchmark registers it with
+``providers.registry.register_provider("noop", "bench.noop_provider")`` and reads
+``PROVIDER.submissions`` to measure dispatch latency and to check that no run was
+submitted twice (``PROVIDER.duplicates``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, ValidationError
+
+from providers.base import (
+    COMMON_VARIABLES,
+    InfraPhase,
+    InfraStatus,
+    JobSpec,
+    LogBatch,
+    ProviderConfig,
+    ProvisionPlan,
+    Submission,
+)
+
+
+class NoopConfig(ProviderConfig):
+    """Accepts any job configuration: the benchmark's templates are not this module's concern."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@dataclass(frozen=True)
+class RecordedSubmit:
+    spec: JobSpec
+    at: float  # time.monotonic() when submit was called
+
+
+class NoopProvider:
+    pool_type: ClassVar[str] = "noop"
+    config_model: ClassVar[type[ProviderConfig]] = NoopConfig
+
+    def __init__(self, submit_latency: float = 0.0) -> None:
+        self.submit_latency = submit_latency  # seconds; > 0 imitates a cloud API call
+        self.submissions: list[RecordedSubmit] = []
+        self.duplicates = 0  # submits of a job name already submitted (idempotent retries)
+        self._seen: set[str] = set()
+
+    def reset(self) -> None:
+        self.submissions.clear()
+        self.duplicates = 0
+        self._seen.clear()
+
+    def default_base_job_template(self) -> dict[str, Any]:
+        return {
+            "job_configuration": {"command": "{{ command }}", "env": "{{ env }}",
+                                  "labels": "{{ labels }}"},
+            "variables": {"type": "object", "properties": dict(COMMON_VARIABLES)},
+        }
+
+    def validate_config(self, config: Mapping[str, Any]) -> None:
+        try:
+            NoopConfig.model_validate(dict(config))
+        except ValidationError as exc:
+            raise ValueError(f"job_configuration: {exc}") from None
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        self.submissions.append(RecordedSubmit(spec, time.monotonic()))
+        if spec.job_name in self._seen:
+            self.duplicates += 1
+        self._seen.add(spec.job_name)
+        if self.submit_latency > 0:
+            await asyncio.sleep(self.submit_latency)
+        return Submission(infra_id=f"noop-{spec.job_name}")
+
+    async def status(self, infra_id: str) -> InfraStatus:
+        return InfraStatus(InfraPhase.SUCCEEDED, 0)
+
+    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
+        return {infra_id: InfraStatus(InfraPhase.SUCCEEDED, 0) for infra_id in infra_ids}
+
+    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
+        return None
+
+    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
+        return LogBatch([], cursor)
+
+    async def cleanup(self, infra_id: str) -> None:
+        return None
+
+    async def provision(self, pool_name: str, options: Mapping[str, Any],
+                        apply: bool) -> ProvisionPlan:
+        return ProvisionPlan(target="nowhere (noop)", steps=[])
+
+    async def deprovision(self, pool_name: str, provisioned: Mapping[str, Any],
+                          apply: bool) -> ProvisionPlan:
+        return ProvisionPlan(target="nowhere (noop)", steps=[])
+
+    async def close(self) -> None:
+        return None
+
+
+PROVIDER = NoopProvider()
