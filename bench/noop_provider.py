@@ -10,6 +10,7 @@ submitted twice (``PROVIDER.duplicates``).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,14 @@ class NoopProvider:
     pool_type: ClassVar[str] = "noop"
     config_model: ClassVar[type[ProviderConfig]] = NoopConfig
 
+    poll_interval: ClassVar[float] = 1.0
+
     def __init__(self, submit_latency: float = 0.0) -> None:
         self.submit_latency = submit_latency  # seconds; > 0 imitates a cloud API call
+        # When set, each submit appends "<run id> <wall-clock time>" here, so a benchmark
+        # in another process can measure dispatch latency against a real server.
+        log_path = os.environ.get("PUSHPOOL_NOOP_SUBMIT_LOG")
+        self._log = open(log_path, "a", buffering=1) if log_path else None
         self.submissions: list[RecordedSubmit] = []
         self.duplicates = 0  # submits of a job name already submitted (idempotent retries)
         self._seen: set[str] = set()
@@ -71,6 +78,8 @@ class NoopProvider:
 
     async def submit(self, spec: JobSpec) -> Submission:
         self.submissions.append(RecordedSubmit(spec, time.monotonic()))
+        if self._log is not None:
+            self._log.write(f"{spec.run_id} {time.time():.6f}\n")
         if spec.job_name in self._seen:
             self.duplicates += 1
         self._seen.add(spec.job_name)
@@ -102,7 +111,9 @@ class NoopProvider:
         return ProvisionPlan(target="nowhere (noop)", steps=[])
 
     async def close(self) -> None:
-        return None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 PROVIDER = NoopProvider()

@@ -1,0 +1,147 @@
+"""``pushpool``: the command line. Typer + Rich, and it talks only to the HTTP API.
+
+The command groups live in cli_pools (work-pool, work-queue), cli_deployments (deployment),
+cli_runs (run); this module holds the root, ``deploy`` (pushpool.yaml) and ``server start``.
+Start-up budget: ``pushpool --help`` under 300 ms, so httpx, yaml, pydantic, rich.table and the
+server are imported inside the commands that need them, and help is plain text (Typer's Rich
+help formatter alone costs ~150 ms).
+"""
+
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from dispatcher import __version__
+from dispatcher.cli_client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
+from dispatcher.cli_deploy import PlannedDeployment, load_deployments
+from dispatcher.cli_deployments import deployment_app
+from dispatcher.cli_output import CliError, print_table, report, say
+from dispatcher.cli_pools import pool_app, queue_app
+from dispatcher.cli_runs import run_app
+
+DEPLOY_SUCCESS = "Successfully created/updated all deployments!"
+
+
+class ErrorReportingGroup(TyperGroup):
+    """Turns the CLI's and the API's errors into one ``Error:`` line and the exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (CliError, ApiError, ApiUnreachable, ApiTransportError) as exc:
+            raise typer.Exit(report(exc)) from None
+
+
+app = typer.Typer(
+    name="pushpool", cls=ErrorReportingGroup, no_args_is_help=True, rich_markup_mode=None,
+    pretty_exceptions_enable=False, add_completion=False,
+    help="pushpool: push runs straight to serverless containers, no worker in between. "
+         "Talks to the API at PUSHPOOL_API_URL (default http://127.0.0.1:4300).")
+server_app = typer.Typer(help="Run the pushpool API server and dispatcher.",
+                         no_args_is_help=True, rich_markup_mode=None)
+
+app.add_typer(server_app, name="server")
+app.add_typer(pool_app, name="work-pool")
+app.add_typer(queue_app, name="work-queue")
+app.add_typer(deployment_app, name="deployment")
+app.add_typer(run_app, name="run")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pushpool {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version.")]
+    = False,
+) -> None:
+    """pushpool: push runs straight to serverless containers, no worker in between."""
+
+
+@server_app.command("start")
+def server_start(
+    host: Annotated[str | None, typer.Option(help="Interface (default PUSHPOOL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default PUSHPOOL_PORT).")] = None,
+) -> None:
+    """Start the API server with its scheduler and dispatcher."""
+    from dispatcher.server import run_server
+
+    run_server(host, port)
+
+
+def select_deployments(planned: list[PlannedDeployment], names: list[str], everything: bool,
+                       filename: str) -> list[PlannedDeployment]:
+    """Which entries ``deploy`` applies: ``--name`` (name or flow/name), ``--all``, or the one."""
+    available = ", ".join(p.full_name for p in planned)
+    if names and everything:
+        raise CliError("use --name or --all, not both")
+    if everything:
+        return planned
+    if not names:
+        if len(planned) == 1:
+            return planned
+        raise CliError(f"{filename} defines {len(planned)} deployments ({available})",
+                       "pick some with --name NAME or deploy them all with --all")
+    chosen: list[PlannedDeployment] = []
+    for wanted in names:
+        matches = [p for p in planned if wanted in (p.name, p.full_name)]
+        if not matches:
+            raise CliError(f"--name {wanted!r} is not in {filename}",
+                           f"deployments there: {available}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return chosen
+
+
+@app.command("deploy")
+def deploy(
+    file: Annotated[Path, typer.Option(
+        "--file", "-f", help="The deployments file.")] = Path("pushpool.yaml"),
+    name: Annotated[list[str] | None, typer.Option(
+        "--name", "-n", help="Only this deployment (NAME or FLOW/NAME). Repeat it.")] = None,
+    everything: Annotated[bool, typer.Option(
+        "--all", help="Every deployment in the file.")] = False,
+) -> None:
+    """Create or update the deployments described in pushpool.yaml."""
+    chosen = select_deployments(load_deployments(file), name or [], everything, str(file))
+    rows: list[list[str]] = []
+    failures: list[ApiError] = []
+    applied: list[PlannedDeployment] = []
+    with client_from_env() as client:
+        for item in chosen:
+            try:
+                answer = client.put("/deployments", json=item.body)
+            except ApiError as exc:
+                failures.append(exc)
+                rows.append([item.full_name, "failed", exc.message])
+                continue
+            applied.append(item)
+            verb = "created" if answer.get("created") else "updated"
+            rows.append([item.full_name, "applied",
+                         f"{verb} in work pool {item.body.get('pool_name')!r}"])
+    if not failures:
+        say(DEPLOY_SUCCESS, "green")
+    print_table("Deployments", ["Name", "Status", "Details"], rows)
+    if applied:
+        say("")
+        say("To execute flow runs from these deployments, run:")
+        for item in applied:
+            say(f"        $ pushpool deployment run '{item.full_name}'")
+    if failures:
+        raise CliError(f"{len(failures)} of {len(chosen)} deployments could not be "
+                       "created/updated (see Details above)",
+                       exit_code=max(f.exit_code for f in failures))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

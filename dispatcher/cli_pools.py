@@ -1,0 +1,373 @@
+"""``pushpool work-pool ...`` and ``pushpool work-queue ...``: pools, their queues and limits."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dispatcher.cli_client import client_from_env, segment
+from dispatcher.cli_output import (
+    CliError,
+    Output,
+    OutputOption,
+    format_time,
+    limit_text,
+    print_fields,
+    print_json,
+    print_json_block,
+    print_table,
+    say,
+)
+
+pool_app = typer.Typer(help="Create, inspect and change work pools.", no_args_is_help=True,
+                       rich_markup_mode=None)
+queue_app = typer.Typer(help="Work queues inside a pool: priorities and concurrency limits.",
+                        no_args_is_help=True, rich_markup_mode=None)
+
+PoolName = Annotated[str, typer.Argument(help="The work pool's name.")]
+QueueName = Annotated[str, typer.Argument(help="The work queue's name.")]
+PoolOption = Annotated[str, typer.Option("--pool", "-p", help="The work pool of the queue.")]
+LimitOption = Annotated[int | None, typer.Option(
+    "--concurrency-limit", min=1, help="Most runs active at once (omit: no limit).")]
+TemplateOption = Annotated[Path | None, typer.Option(
+    "--base-job-template", help="A JSON (or YAML) file with job_configuration and variables.")]
+
+
+def _pool_path(name: str) -> str:
+    return f"/work-pools/{segment(name)}"
+
+
+def _queue_path(pool: str, name: str) -> str:
+    return f"{_pool_path(pool)}/queues/{segment(name)}"
+
+
+def read_template_file(path: Path) -> dict[str, Any]:
+    """A base job template file: JSON, or YAML when it ends in .yaml/.yml."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--base-job-template: cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # json and yaml both: report the parser's words
+        raise CliError(f"--base-job-template: {path} is not valid "
+                       f"{'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
+                       f"{str(exc).splitlines()[0]}",
+                       "start from `pushpool work-pool get-default-base-job-template "
+                       "--type TYPE --file FILE`") from None
+    if not isinstance(data, dict):
+        raise CliError(f"--base-job-template: {path} must hold an object with "
+                       "job_configuration and variables")
+    return data
+
+
+def _status(pool: dict[str, Any]) -> str:
+    return "paused" if pool.get("paused") else "ready"
+
+
+# ---------------------------------------------------------------------------- work pools
+
+
+@pool_app.command("create")
+def pool_create(
+    name: PoolName,
+    pool_type: Annotated[str, typer.Option(
+        "--type", "-t", help="process, ecs:push, cloud-run:push, "
+                             "azure-container-instance:push or modal:push")],
+    base_job_template: TemplateOption = None,
+    concurrency_limit: LimitOption = None,
+    description: Annotated[str | None, typer.Option(help="What the pool is for.")] = None,
+    paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    provision_infra: Annotated[bool, typer.Option(
+        "--provision-infra", help="Create the cloud resources the pool needs.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+    = False,
+) -> None:
+    """Create a work pool."""
+    if provision_infra:
+        provision_pool(name, pool_type, yes)
+    body: dict[str, Any] = {"name": name, "type": pool_type, "paused": paused}
+    if description is not None:
+        body["description"] = description
+    if concurrency_limit is not None:
+        body["concurrency_limit"] = concurrency_limit
+    if base_job_template is not None:
+        body["base_job_template"] = read_template_file(base_job_template)
+    with client_from_env() as client:
+        pool = client.post("/work-pools", json=body)
+    say(f"Created work pool {pool['name']!r}!", "green")
+    if pool.get("paused"):
+        say(f"It is paused; resume it with `pushpool work-pool resume {pool['name']}`")
+
+
+def provision_pool(name: str, pool_type: str, yes: bool) -> None:
+    """``--provision-infra``: not wired to the API yet (the lead connects provider.provision)."""
+    del name, yes
+    raise CliError(f"provisioning is not available for type {pool_type}",
+                   None if pool_type == "process"
+                   else "create the cloud resources yourself and reference them in "
+                        "--base-job-template")
+
+
+@pool_app.command("ls")
+def pool_ls(output: OutputOption = Output.table) -> None:
+    """List work pools."""
+    with client_from_env() as client:
+        pools = client.get("/work-pools")
+    if output is Output.json:
+        print_json(pools)
+        return
+    if not pools:
+        say("No work pools yet; create one with `pushpool work-pool create NAME --type process`")
+        return
+    print_table("Work Pools",
+                ["Name", "Type", "Status", "Concurrency Limit", "Queues", "Runs Active"],
+                [[p["name"], p["type"], _status(p), limit_text(p.get("concurrency_limit")),
+                  ", ".join(p.get("queues") or []) or None, p.get("active_runs", 0)]
+                 for p in pools])
+
+
+@pool_app.command("inspect")
+def pool_inspect(name: PoolName, output: OutputOption = Output.table) -> None:
+    """Show a work pool with its base job template."""
+    with client_from_env() as client:
+        pool = client.get(_pool_path(name))
+    if output is Output.json:
+        print_json(pool)
+        return
+    print_fields(f"Work pool {pool['name']!r}", [
+        ("ID", pool.get("id")),
+        ("Type", pool.get("type")),
+        ("Status", _status(pool)),
+        ("Paused reason", pool.get("paused_reason")),
+        ("Description", pool.get("description")),
+        ("Concurrency limit", limit_text(pool.get("concurrency_limit"))),
+        ("Late after", f"{pool.get('late_after_seconds', 15)} s"),
+        ("Queues", ", ".join(pool.get("queues") or []) or None),
+        ("Runs active", pool.get("active_runs", 0)),
+        ("Created", format_time(pool.get("created"))),
+        ("Updated", format_time(pool.get("updated"))),
+    ])
+    if pool.get("provisioned"):
+        print_json_block("Provisioned", pool["provisioned"])
+    print_json_block("Base job template", pool.get("base_job_template") or {})
+
+
+@pool_app.command("update")
+def pool_update(
+    name: PoolName,
+    base_job_template: TemplateOption = None,
+    concurrency_limit: LimitOption = None,
+    clear_concurrency_limit: Annotated[bool, typer.Option(
+        "--clear-concurrency-limit", help="Remove the pool's concurrency limit.")] = False,
+    description: Annotated[str | None, typer.Option(help="What the pool is for.")] = None,
+) -> None:
+    """Change a work pool's template, concurrency limit or description."""
+    body: dict[str, Any] = {}
+    if base_job_template is not None:
+        body["base_job_template"] = read_template_file(base_job_template)
+    if concurrency_limit is not None:
+        body["concurrency_limit"] = concurrency_limit
+    if clear_concurrency_limit:
+        body["clear_concurrency_limit"] = True
+    if description is not None:
+        body["description"] = description
+    if not body:
+        raise CliError("nothing to update", "pass --base-job-template, --concurrency-limit, "
+                                            "--clear-concurrency-limit or --description")
+    with client_from_env() as client:
+        client.patch(_pool_path(name), json=body)
+    say(f"Updated work pool {name!r}", "green")
+
+
+@pool_app.command("pause")
+def pool_pause(name: PoolName) -> None:
+    """Pause a work pool: its runs stay scheduled until it is resumed."""
+    with client_from_env() as client:
+        client.post(f"{_pool_path(name)}/pause")
+    say(f"Paused work pool {name!r}", "yellow")
+
+
+@pool_app.command("resume")
+def pool_resume(name: PoolName) -> None:
+    """Resume a paused work pool."""
+    with client_from_env() as client:
+        client.post(f"{_pool_path(name)}/resume")
+    say(f"Resumed work pool {name!r}", "green")
+
+
+@pool_app.command("delete")
+def pool_delete(
+    name: PoolName,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+    = False,
+) -> None:
+    """Delete a work pool with its queues."""
+    if not yes and not typer.confirm(f"Are you sure you want to delete work pool {name!r}?"):
+        raise CliError(f"work pool {name!r} was not deleted", exit_code=1)
+    with client_from_env() as client:
+        client.delete(_pool_path(name))
+    say(f"Deleted work pool {name!r}", "green")
+
+
+@pool_app.command("get-default-base-job-template")
+def pool_default_template(
+    pool_type: Annotated[str, typer.Option("--type", "-t", help="The pool type.")],
+    file: Annotated[Path | None, typer.Option(
+        "--file", "-f", help="Write it to this file instead of printing it.")] = None,
+) -> None:
+    """Print (or write) the default base job template of a pool type."""
+    with client_from_env() as client:
+        template = client.get(f"/pool-types/{segment(pool_type)}/base-job-template")
+    if file is None:
+        print_json(template)
+        return
+    try:
+        file.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"--file: cannot write {file}: {exc.strerror}", exit_code=1) from None
+    say(f"Wrote the default base job template for type {pool_type!r} to {file}")
+
+
+@pool_app.command("preview")
+def pool_preview(
+    name: PoolName,
+    limit: Annotated[int, typer.Option(min=1, help="How many upcoming runs.")] = 10,
+    output: OutputOption = Output.table,
+) -> None:
+    """Show the next runs due in a work pool."""
+    with client_from_env() as client:
+        runs = client.get(f"{_pool_path(name)}/preview", params={"limit": limit})
+    if output is Output.json:
+        print_json(runs)
+        return
+    if not runs:
+        say(f"No runs scheduled in work pool {name!r}")
+        return
+    print_table(f"Upcoming runs in work pool {name!r}",
+                ["Scheduled", "Run", "Deployment", "Queue", "ID"],
+                [[format_time(r.get("scheduled_time")), r.get("name"), r.get("deployment_name"),
+                  r.get("queue_name"), r.get("id")] for r in runs])
+
+
+# ---------------------------------------------------------------------------- work queues
+
+
+def _queue_rows(queues: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[q["name"], q.get("pool_name"), q.get("priority"),
+             limit_text(q.get("concurrency_limit")), _status(q), q.get("active_runs", 0)]
+            for q in queues]
+
+
+@queue_app.command("create")
+def queue_create(
+    name: QueueName,
+    pool: PoolOption,
+    priority: Annotated[int | None, typer.Option(
+        min=1, help="1 is served first (default: after the pool's other queues).")] = None,
+    concurrency_limit: LimitOption = None,
+    description: Annotated[str | None, typer.Option(help="What the queue is for.")] = None,
+) -> None:
+    """Create a work queue in a pool."""
+    body: dict[str, Any] = {"name": name}
+    for key, value in (("priority", priority), ("concurrency_limit", concurrency_limit),
+                       ("description", description)):
+        if value is not None:
+            body[key] = value
+    with client_from_env() as client:
+        queue = client.post(f"{_pool_path(pool)}/queues", json=body)
+    say(f"Created work queue {queue['name']!r} in work pool {pool!r} "
+        f"(priority {queue.get('priority')})", "green")
+
+
+@queue_app.command("ls")
+def queue_ls(
+    pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only this pool's queues.")]
+    = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """List work queues (of every pool, or of one)."""
+    with client_from_env() as client:
+        queues = client.get("/work-queues", params={"pool": pool})
+    if output is Output.json:
+        print_json(queues)
+        return
+    if not queues:
+        say("No work queues" + (f" in work pool {pool!r}" if pool else ""))
+        return
+    print_table("Work Queues",
+                ["Name", "Pool", "Priority", "Concurrency Limit", "Status", "Runs Active"],
+                _queue_rows(queues))
+
+
+@queue_app.command("inspect")
+def queue_inspect(name: QueueName, pool: PoolOption, output: OutputOption = Output.table) -> None:
+    """Show a work queue."""
+    with client_from_env() as client:
+        queue = client.get(_queue_path(pool, name))
+    if output is Output.json:
+        print_json(queue)
+        return
+    print_fields(f"Work queue {queue['name']!r}", [
+        ("ID", queue.get("id")),
+        ("Pool", queue.get("pool_name") or pool),
+        ("Priority", queue.get("priority")),
+        ("Concurrency limit", limit_text(queue.get("concurrency_limit"))),
+        ("Status", _status(queue)),
+        ("Runs active", queue.get("active_runs", 0)),
+        ("Description", queue.get("description")),
+        ("Created", format_time(queue.get("created"))),
+        ("Updated", format_time(queue.get("updated"))),
+    ])
+
+
+def _patch_queue(pool: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    with client_from_env() as client:
+        result: dict[str, Any] = client.patch(_queue_path(pool, name), json=body)
+    return result
+
+
+@queue_app.command("pause")
+def queue_pause(name: QueueName, pool: PoolOption) -> None:
+    """Pause a work queue: its runs wait until it is resumed."""
+    _patch_queue(pool, name, {"paused": True})
+    say(f"Paused work queue {name!r} in work pool {pool!r}", "yellow")
+
+
+@queue_app.command("resume")
+def queue_resume(name: QueueName, pool: PoolOption) -> None:
+    """Resume a paused work queue."""
+    _patch_queue(pool, name, {"paused": False})
+    say(f"Resumed work queue {name!r} in work pool {pool!r}", "green")
+
+
+@queue_app.command("set-concurrency-limit")
+def queue_set_limit(
+    name: QueueName,
+    limit: Annotated[int, typer.Argument(min=1, help="Most runs active at once.")],
+    pool: PoolOption,
+) -> None:
+    """Limit how many of a queue's runs are active at once."""
+    _patch_queue(pool, name, {"concurrency_limit": limit})
+    say(f"Concurrency limit of work queue {name!r} set to {limit}", "green")
+
+
+@queue_app.command("clear-concurrency-limit")
+def queue_clear_limit(name: QueueName, pool: PoolOption) -> None:
+    """Remove a queue's concurrency limit."""
+    _patch_queue(pool, name, {"clear_concurrency_limit": True})
+    say(f"Concurrency limit of work queue {name!r} removed", "green")
+
+
+@queue_app.command("delete")
+def queue_delete(name: QueueName, pool: PoolOption) -> None:
+    """Delete a work queue."""
+    with client_from_env() as client:
+        client.delete(_queue_path(pool, name))
+    say(f"Deleted work queue {name!r} from work pool {pool!r}", "green")

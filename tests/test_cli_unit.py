@@ -1,0 +1,713 @@
+"""Unit tests of the pushpool CLI: argument parsing, pushpool.yaml mapping, output and errors.
+
+The API here is a small recording stub (http.server on 127.0.0.1) that answers canned JSON,
+so these tests check what the CLI sends and how it prints what it gets back; the canned
+objects are validated against dispatcher.models so they keep the API's real shapes. The
+end-to-end journey against the real server lives elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from dispatcher import cli_runs, models
+from dispatcher.cli import DEPLOY_SUCCESS, app
+from dispatcher.cli_args import (
+    json_or_string,
+    parse_duration,
+    parse_job_variables,
+    parse_params,
+    scheduled_time,
+)
+from dispatcher.cli_client import DEFAULT_API_URL
+from dispatcher.cli_deploy import parse_deployments
+from dispatcher.cli_output import CliError
+
+PROJECT = Path(__file__).resolve().parents[1]
+NOW = "2026-01-01T09:00:00Z"
+TOKEN = "s3cret-token-value"
+
+
+# ---------------------------------------------------------------------------- the stub API
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class StubApi:
+    """Answers (method, path) with queued canned responses; the last one repeats."""
+
+    url: str = ""
+    requests: list[Recorded] = field(default_factory=list)
+    routes: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answer(self, method: str, path: str, *responses: tuple[int, Any]) -> None:
+        self.routes[(method, path)] = list(responses)
+
+    def next_response(self, method: str, path: str) -> tuple[int, Any]:
+        with self.lock:
+            queue = self.routes.get((method, path))
+            if not queue:
+                return 404, {"error": "not_found", "message": f"stub has no {method} {path}",
+                             "details": []}
+            return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def sent(self, method: str, path: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+
+def _handler(stub: StubApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            stub.requests.append(Recorded(self.command, parts.path, parse_qs(parts.query),
+                                          {k.lower(): v for k, v in self.headers.items()},
+                                          json.loads(raw) if raw else None))
+            status, body = stub.next_response(self.command, parts.path)
+            if isinstance(body, bytes):
+                payload, kind = body, "text/plain"
+            else:
+                payload, kind = (b"" if body is None else json.dumps(body).encode(),
+                                 "application/json")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def stub() -> Iterator[StubApi]:
+    api = StubApi()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
+    api.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    yield api
+    server.shutdown()
+    server.server_close()
+
+
+def invoke(stub: StubApi | None, *args: str, token: str | None = None,
+           input: str | None = None) -> Any:
+    env = {"PUSHPOOL_API_URL": stub.url if stub else DEFAULT_API_URL,
+           "PUSHPOOL_API_TOKEN": token, "COLUMNS": "200", "NO_COLOR": "1"}
+    return CliRunner().invoke(app, list(args), env=env, input=input)
+
+
+# ---------------------------------------------------------------------------- canned objects
+
+
+def pool_json(name: str = "local", **extra: Any) -> dict[str, Any]:
+    data = {"id": "p-1", "name": name, "type": "process", "description": None,
+            "base_job_template": {"job_configuration": {"command": "{{ command }}"},
+                                  "variables": {"type": "object", "properties": {}}},
+            "concurrency_limit": None, "paused": False, "late_after_seconds": 15.0,
+            "paused_reason": None, "provisioned": None, "created": NOW, "updated": NOW,
+            "queues": ["default"], "active_runs": 0, **extra}
+    return models.WorkPool.model_validate(data).model_dump(mode="json")
+
+
+def deployment_json(name: str = "my-deployment", flow: str = "hello") -> dict[str, Any]:
+    data = {"id": "d-1", "name": name, "flow_name": flow, "pool_name": "local",
+            "queue_name": "default", "command": ["python", "-c", "print('hi')"],
+            "created": NOW, "updated": NOW}
+    return models.Deployment.model_validate(data).model_dump(mode="json")
+
+
+def run_json(state: str = "SCHEDULED", history: list[tuple[str, str]] | None = None,
+             **extra: Any) -> dict[str, Any]:
+    data = {"id": "r-1", "name": "brave-otter", "deployment_id": "d-1",
+            "deployment_name": "hello/my-deployment", "pool_name": "local",
+            "queue_name": "default", "state": state, "scheduled_time": NOW,
+            "created": NOW, "updated": NOW,
+            "history": [{"state": s, "timestamp": NOW, "message": m}
+                        for s, m in (history or [])], **extra}
+    return models.Run.model_validate(data).model_dump(mode="json")
+
+
+def log_json(log_id: int, message: str) -> dict[str, Any]:
+    data = {"id": log_id, "run_id": "r-1", "timestamp": NOW, "message": message}
+    return models.LogEntry.model_validate(data).model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------- --param & co
+
+
+def test_param_values_are_json_when_they_parse_else_strings() -> None:
+    assert parse_params(["x=1", "s=hello", "l=[1, 2]", "b=true", "q=\"7\"", "e=", "eq=a=b"],
+                        None) == {"x": 1, "s": "hello", "l": [1, 2], "b": True, "q": "7",
+                                  "e": "", "eq": "a=b"}
+    assert json_or_string("{not json") == "{not json"
+
+
+def test_param_wins_over_params_json() -> None:
+    assert parse_params(["x=2"], '{"x": 1, "y": {"z": null}}') == {"x": 2, "y": {"z": None}}
+
+
+@pytest.mark.parametrize("bad", ["{nope", "[1, 2]", "3"])
+def test_params_must_be_a_json_object(bad: str) -> None:
+    with pytest.raises(CliError, match="--params"):
+        parse_params([], bad)
+
+
+def test_param_without_equals_names_the_flag() -> None:
+    with pytest.raises(CliError, match="--param 'x' is not KEY=VALUE"):
+        parse_params(["x"], None)
+
+
+def test_job_variables_dotted_keys_build_nested_dicts() -> None:
+    assert parse_job_variables(["env.FOO=bar", "env.N=3", "cpu=512", "a.b.c=[1]"]) == {
+        "env": {"FOO": "bar", "N": 3}, "cpu": 512, "a": {"b": {"c": [1]}}}
+    with pytest.raises(CliError, match="already set to a plain value"):
+        parse_job_variables(["env=1", "env.FOO=bar"])
+    with pytest.raises(CliError, match="empty part"):
+        parse_job_variables(["env..FOO=bar"])
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("2h", 7200),
+                                               ("1d", 86400), ("1h30m", 5400), ("0s", 0)])
+def test_start_in_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("bad", ["10", "ten", "5x", "", "m10", "-5m", "1.5h"])
+def test_start_in_rejects_what_is_not_a_duration(bad: str) -> None:
+    with pytest.raises(CliError, match="--start-in"):
+        parse_duration(bad)
+
+
+def test_start_at_without_zone_is_local_time_and_answered_in_utc() -> None:
+    now = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
+    assert scheduled_time("10m", None, now=now) == now + timedelta(minutes=10)
+    assert scheduled_time(None, "2026-01-01T10:00:00+01:00") == now
+    naive = scheduled_time(None, "2026-01-01T09:00:00")
+    assert naive is not None and naive.tzinfo is UTC
+    assert naive == datetime(2026, 1, 1, 9, 0).astimezone().astimezone(UTC)
+    with pytest.raises(CliError, match="cannot be used together"):
+        scheduled_time("1m", "2026-01-01T09:00:00Z")
+    with pytest.raises(CliError, match="--start-at"):
+        scheduled_time(None, "tomorrow")
+
+
+def test_deployment_run_sends_parameters_job_variables_time_and_key(stub: StubApi) -> None:
+    path = "/api/deployments/hello/my-deployment/runs"
+    stub.answer("POST", path, (201, run_json(parameters={"x": 2, "y": 2, "name": "world"})))
+    before = datetime.now(UTC)
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--param", "x=2",
+                    "--param", "name=world", "--params", '{"x": 0, "y": 2}',
+                    "--job-variable", "env.FOO=bar", "--job-variable", "cpu=512",
+                    "--start-in", "10m", "--idempotency-key", "key-1")
+    assert result.exit_code == 0, result.output
+    (sent,) = stub.sent("POST", path)
+    assert sent.body["parameters"] == {"x": 2, "y": 2, "name": "world"}
+    assert sent.body["job_variables"] == {"env": {"FOO": "bar"}, "cpu": 512}
+    start = datetime.fromisoformat(sent.body["scheduled_time"])
+    assert timedelta(minutes=10) <= start - before < timedelta(minutes=10, seconds=30)
+    assert sent.headers["idempotency-key"] == "key-1"
+    assert "Created flow run 'brave-otter'." in result.output
+    assert "└── UUID: r-1" in result.output
+
+
+def test_deployment_run_reports_a_run_found_again_by_its_key(stub: StubApi) -> None:
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (200, run_json()))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--idempotency-key", "k")
+    assert result.exit_code == 0, result.output
+    assert "Found the existing flow run 'brave-otter'." in result.output
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--params", "{bad json"], "--params"),
+    (["--start-in", "5x"], "--start-in"),
+    (["--start-in", "1m", "--start-at", "2026-01-01T00:00:00Z"], "--start-at"),
+    (["--param", "novalue"], "--param"),
+])
+def test_bad_run_flags_exit_2_naming_the_flag_and_send_nothing(
+        stub: StubApi, args: list[str], flag: str) -> None:
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ")
+    assert flag in result.stderr.splitlines()[0]
+    assert stub.requests == []
+
+
+def test_deployment_name_must_have_flow_and_name(stub: StubApi) -> None:
+    result = invoke(stub, "deployment", "inspect", "just-a-name")
+    assert result.exit_code == 2
+    assert "must be written FLOW/DEPLOYMENT" in result.stderr
+    assert stub.requests == []
+
+
+# ---------------------------------------------------------------------------- watching runs
+
+
+def test_watch_prints_states_and_logs_and_exits_0_on_completed(
+        stub: StubApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_runs, "POLL_SECONDS", 0.01)
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (201, run_json()))
+    stub.answer("GET", "/api/runs/r-1",
+                (200, run_json("RUNNING", [("SCHEDULED", "created"),
+                                           ("RUNNING", "pid 42")])),
+                (200, run_json("COMPLETED", [("SCHEDULED", "created"), ("RUNNING", "pid 42"),
+                                             ("COMPLETED", "exit code 0")])))
+    stub.answer("GET", "/api/runs/r-1/logs", (200, [log_json(1, "hello")]),
+                (200, [log_json(2, "bye")]), (200, []))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--watch")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.index("is RUNNING: pid 42") < out.index("| hello") < out.index("| bye")
+    assert out.index("| bye") < out.index("is COMPLETED: exit code 0")
+    assert out.count("is RUNNING") == 1  # each state change printed once
+    assert "finished in state COMPLETED" in out
+    after = [r.query.get("after") for r in stub.sent("GET", "/api/runs/r-1/logs")]
+    assert after[0] is None and after[1] == ["1"]
+
+
+def test_watch_exits_1_when_the_run_failed(stub: StubApi,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_runs, "POLL_SECONDS", 0.01)
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (201, run_json()))
+    stub.answer("GET", "/api/runs/r-1",
+                (200, run_json("FAILED", [("FAILED", "exit code 3")],
+                               state_message="exit code 3")))
+    stub.answer("GET", "/api/runs/r-1/logs", (200, []))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--watch")
+    assert result.exit_code == 1, result.output
+    assert "finished in state FAILED: exit code 3" in result.stdout
+
+
+def test_run_logs_follow_stops_at_a_final_state(stub: StubApi,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_runs, "POLL_SECONDS", 0.01)
+    stub.answer("GET", "/api/runs/r-1", (200, run_json("RUNNING")), (200, run_json("RUNNING")),
+                (200, run_json("CANCELLED")))
+    stub.answer("GET", "/api/runs/r-1/logs", (200, [log_json(1, "one")]), (200, []),
+                (200, [log_json(2, "two")]))
+    result = invoke(stub, "run", "logs", "r-1", "--follow")
+    assert result.exit_code == 0, result.output
+    assert [line.split("| ")[1] for line in result.stdout.splitlines()] == ["one", "two"]
+    assert len(stub.sent("GET", "/api/runs/r-1")) == 3
+
+
+# ---------------------------------------------------------------------------- pushpool.yaml
+
+FULL_YAML = """\
+deployments:
+  - name: my-deployment
+    flow_name: hello
+    command: ["python", "-c", "print('hi')"]
+    entrypoint: null
+    source: null
+    image: null
+    work_pool: {name: local, work_queue_name: default, job_variables: {env: {A: "1"}}}
+    parameters: {x: 1}
+    schedules:
+      - cron: "*/5 * * * *"
+        timezone: Europe/Paris
+      - interval: 600
+        anchor_date: 2026-01-01T00:00:00Z
+      - rrule: "FREQ=DAILY;BYHOUR=9"
+    tags: [a]
+    description: says hi
+    concurrency_limit: 2
+    paused: false
+"""
+
+
+def test_yaml_maps_to_the_deployment_apply_body() -> None:
+    (planned,) = parse_deployments(FULL_YAML)
+    assert planned.full_name == "hello/my-deployment"
+    assert planned.body == {
+        "name": "my-deployment", "flow_name": "hello",
+        "command": ["python", "-c", "print('hi')"],
+        "pool_name": "local", "queue_name": "default", "job_variables": {"env": {"A": "1"}},
+        "parameters": {"x": 1},
+        "schedules": [{"cron": "*/5 * * * *", "timezone": "Europe/Paris"},
+                      {"interval": 600, "anchor_date": "2026-01-01T00:00:00+00:00"},
+                      {"rrule": "FREQ=DAILY;BYHOUR=9"}],
+        "tags": ["a"], "description": "says hi", "concurrency_limit": 2, "paused": False}
+    models.DeploymentApply.model_validate(planned.body)  # the API's own input model agrees
+
+
+def test_flow_name_defaults_to_the_entrypoint_function() -> None:
+    (planned,) = parse_deployments(
+        "deployments:\n  - name: d\n    entrypoint: flows/hello.py:say_hi\n"
+        "    source: https://example.com/repo.git\n    work_pool: local\n")
+    assert planned.flow_name == "say_hi"
+    assert planned.body["pool_name"] == "local"
+    assert planned.body["entrypoint"] == "flows/hello.py:say_hi"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("deployments:\n  - name: d\n    flow_name: f\n    wrok_pool: {name: local}\n",
+     "pushpool.yaml:4: unknown key 'wrok_pool' in deployment 'd'"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool:\n      name: local\n"
+     "      queue: q\n", "pushpool.yaml:6: unknown key 'queue' in deployment 'd' work_pool"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: {name: local}\n"
+     "    schedules:\n      - cron: '* * * * *'\n        tz: UTC\n",
+     "pushpool.yaml:7: unknown key 'tz' in deployment 'd' schedule"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: {name: local\n",
+     "pushpool.yaml:5: invalid YAML"),
+    ("deployments:\n  - name: d\n    flow_name: f\n",
+     "pushpool.yaml:2: deployment 'd' needs work_pool"),
+    ("deployments:\n  - name: d\n    work_pool: local\n",
+     "pushpool.yaml:2: deployment 'd' needs flow_name or entrypoint"),
+    ("deployments:\n  - name: d\n    entrypoint: flows/x.py\n    work_pool: local\n",
+     "pushpool.yaml:3: deployment 'd': entrypoint 'flows/x.py' has no function"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: {name: local}\n"
+     "    schedules:\n      - cron: '* * * * *'\n        interval: 5\n",
+     "pushpool.yaml:6: deployment 'd': schedules[0]: a schedule needs exactly one of cron"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: {name: local}\n"
+     "    concurrency_limit: 0\n",
+     "pushpool.yaml:5: deployment 'd': concurrency_limit: must be a positive integer"),
+    ("deployments:\n  - name: 'bad name!'\n    flow_name: f\n    work_pool: local\n",
+     "pushpool.yaml:2: deployment 'bad name!': name: invalid deployment name"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: {work_queue_name: q}\n",
+     "pushpool.yaml:4: deployment 'd': work_pool needs a name"),
+    ("deployments:\n  - name: d\n    flow_name: f\n    work_pool: local\n"
+     "  - name: d\n    flow_name: f\n    work_pool: local\n",
+     "pushpool.yaml:5: deployment 'f/d' is defined twice (first on line 2)"),
+    ("deployments:\n  - name: d\n    name: e\n", "pushpool.yaml:3: key 'name' appears twice"),
+    ("deploy:\n  - name: d\n", "pushpool.yaml:1: unknown key 'deploy' in the top level"),
+    ("deployments: 3\n", "pushpool.yaml:1: 'deployments' must be a list"),
+    ("- a\n", "pushpool.yaml:1: expected a mapping"),
+])
+def test_yaml_errors_name_the_file_line_and_key(text: str, expected: str) -> None:
+    with pytest.raises(CliError) as caught:
+        parse_deployments(text)
+    assert caught.value.message.startswith(expected), caught.value.message
+    assert "\n" not in caught.value.message
+    assert caught.value.exit_code == 2
+
+
+def test_unknown_key_hint_suggests_the_close_one() -> None:
+    with pytest.raises(CliError) as caught:
+        parse_deployments("deployments:\n  - name: d\n    flow_name: f\n    work_pol: local\n")
+    assert caught.value.hint == "did you mean 'work_pool'?"
+
+
+def test_deploy_puts_each_deployment_and_prints_the_prefect_style_summary(
+        stub: StubApi, tmp_path: Path) -> None:
+    (tmp_path / "pushpool.yaml").write_text(FULL_YAML)
+    stub.answer("PUT", "/api/deployments",
+                (201, {"deployment": deployment_json(), "created": True}))
+    result = invoke(stub, "deploy", "--file", str(tmp_path / "pushpool.yaml"))
+    assert result.exit_code == 0, result.output
+    (sent,) = stub.sent("PUT", "/api/deployments")
+    assert sent.body == parse_deployments(FULL_YAML)[0].body
+    lines = result.stdout.splitlines()
+    assert lines[0] == DEPLOY_SUCCESS
+    assert any("Deployments" in line for line in lines[1:3])
+    row = next(line for line in lines if "hello/my-deployment" in line)
+    assert "applied" in row and "created in work pool 'local'" in row
+    assert "To execute flow runs from these deployments, run:" in lines
+    assert "        $ pushpool deployment run 'hello/my-deployment'" in lines
+
+
+def test_deploy_reports_a_rejected_deployment_and_exits_with_its_code(
+        stub: StubApi, tmp_path: Path) -> None:
+    (tmp_path / "pushpool.yaml").write_text(FULL_YAML)
+    stub.answer("PUT", "/api/deployments",
+                (404, {"error": "not_found", "message": "work pool 'local' not found",
+                       "details": []}))
+    result = invoke(stub, "deploy", "-f", str(tmp_path / "pushpool.yaml"))
+    assert result.exit_code == 2
+    assert DEPLOY_SUCCESS not in result.output
+    row = next(line for line in result.stdout.splitlines() if "hello/my-deployment" in line)
+    assert "failed" in row and "work pool 'local' not found" in row
+    assert result.stderr.startswith("Error: 1 of 1 deployments could not be created/updated")
+
+
+def test_deploy_picks_deployments_by_name_or_all(stub: StubApi, tmp_path: Path) -> None:
+    two = ("deployments:\n  - {name: a, flow_name: f, work_pool: local}\n"
+           "  - {name: b, flow_name: f, work_pool: local}\n")
+    file = tmp_path / "pushpool.yaml"
+    file.write_text(two)
+    stub.answer("PUT", "/api/deployments", (200, {"deployment": deployment_json(),
+                                                  "created": False}))
+    result = invoke(stub, "deploy", "-f", str(file))
+    assert result.exit_code == 2
+    assert "defines 2 deployments (f/a, f/b)" in result.stderr
+    assert invoke(stub, "deploy", "-f", str(file), "--name", "b").exit_code == 0
+    assert [r.body["name"] for r in stub.sent("PUT", "/api/deployments")] == ["b"]
+    assert invoke(stub, "deploy", "-f", str(file), "--all").exit_code == 0
+    assert [r.body["name"] for r in stub.sent("PUT", "/api/deployments")] == ["b", "a", "b"]
+    missing = invoke(stub, "deploy", "-f", str(file), "--name", "zzz")
+    assert missing.exit_code == 2 and "--name 'zzz' is not in" in missing.stderr
+
+
+def test_deploy_without_the_file_exits_2(stub: StubApi, tmp_path: Path) -> None:
+    result = invoke(stub, "deploy", "--file", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {tmp_path / 'nope.yaml'} not found")
+    assert stub.requests == []
+
+
+def test_deploy_yaml_error_is_one_line_and_exit_2(stub: StubApi, tmp_path: Path) -> None:
+    file = tmp_path / "pushpool.yaml"
+    file.write_text("deployments:\n  - name: d\n    flow_name: f\n    colour: blue\n")
+    result = invoke(stub, "deploy", "-f", str(file))
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert first == f"Error: {file}:4: unknown key 'colour' in deployment 'd'"
+    assert stub.requests == []
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 2), (404, 2), (409, 2), (413, 2),
+                                              (422, 2), (401, 1), (403, 1), (500, 1),
+                                              (503, 1)])
+def test_api_errors_print_one_error_line_and_map_to_exit_codes(
+        stub: StubApi, status: int, code: int) -> None:
+    stub.answer("GET", "/api/work-pools/nope",
+                (status, {"error": "x", "message": "work pool 'nope' went wrong",
+                          "details": []}))
+    result = invoke(stub, "work-pool", "inspect", "nope")
+    assert result.exit_code == code
+    assert result.stderr.splitlines()[0] == "Error: work pool 'nope' went wrong"
+    assert result.stdout == ""
+
+
+def test_not_found_error_comes_with_a_hint(stub: StubApi) -> None:
+    stub.answer("GET", "/api/work-pools/nope",
+                (404, {"error": "not_found", "message": "work pool 'nope' not found",
+                       "details": []}))
+    result = invoke(stub, "work-pool", "inspect", "nope")
+    assert result.stderr.splitlines() == ["Error: work pool 'nope' not found",
+                                          "list work pools with `pushpool work-pool ls`"]
+
+
+def test_hint_already_in_the_api_message_is_not_repeated(stub: StubApi) -> None:
+    stub.answer("GET", "/api/runs/nope",
+                (404, {"error": "not_found",
+                       "message": "run 'nope' not found; list runs with `pushpool run ls`",
+                       "details": []}))
+    result = invoke(stub, "run", "inspect", "nope")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "Error: run 'nope' not found; list runs with `pushpool run ls`"]
+
+
+def test_error_that_is_not_json_still_gives_one_line(stub: StubApi) -> None:
+    stub.answer("GET", "/api/work-pools", (502, b"Bad Gateway\nfrom the proxy"))
+    result = invoke(stub, "work-pool", "ls")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == "Error: the API answered HTTP 502: Bad Gateway"
+
+
+def test_unreachable_api_says_how_to_start_it() -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(app, ["work-pool", "ls"], env={"PUSHPOOL_API_URL": url})
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"Error: cannot reach the pushpool API at {url}; start it with `pushpool server "
+        "start` or set PUSHPOOL_API_URL")
+
+
+def test_token_is_sent_as_bearer_and_never_printed(stub: StubApi) -> None:
+    stub.answer("GET", "/api/work-pools",
+                (401, {"error": "unauthorized", "message": "missing or wrong token",
+                       "details": []}))
+    result = invoke(stub, "work-pool", "ls", token=TOKEN)
+    assert stub.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert result.exit_code == 1
+    assert TOKEN not in result.output
+    assert "PUSHPOOL_API_TOKEN does not match" in result.stderr
+    invoke(stub, "work-pool", "ls")
+    assert "authorization" not in stub.requests[1].headers
+
+
+# ---------------------------------------------------------------------------- output
+
+
+@pytest.mark.parametrize(("args", "path", "canned"), [
+    (["work-pool", "ls"], "/api/work-pools", [pool_json(), pool_json("other")]),
+    (["work-pool", "inspect", "local"], "/api/work-pools/local", pool_json()),
+    (["deployment", "ls"], "/api/deployments", [deployment_json()]),
+    (["deployment", "inspect", "hello/my-deployment"], "/api/deployments/hello/my-deployment",
+     deployment_json()),
+    (["run", "ls"], "/api/runs", [run_json(display_state="LATE")]),
+    (["run", "inspect", "r-1"], "/api/runs/r-1", run_json()),
+    (["work-queue", "ls"], "/api/work-queues", []),
+])
+def test_output_json_prints_the_raw_api_json(stub: StubApi, args: list[str], path: str,
+                                             canned: Any) -> None:
+    stub.answer("GET", path, (200, canned))
+    result = invoke(stub, *args, "--output", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == canned
+
+
+def test_work_pool_ls_table(stub: StubApi) -> None:
+    stub.answer("GET", "/api/work-pools",
+                (200, [pool_json(concurrency_limit=3, paused=True, active_runs=2,
+                                 queues=["default", "fast"])]))
+    result = invoke(stub, "work-pool", "ls")
+    assert result.exit_code == 0, result.output
+    assert "Work Pools" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "local" in line)
+    cells = [c.strip() for c in row.strip("│┃| ").split("│")]
+    assert cells == ["local", "process", "paused", "3", "default, fast", "2"]
+
+
+def test_run_ls_shows_late_and_sends_filters(stub: StubApi) -> None:
+    stub.answer("GET", "/api/runs", (200, [run_json(display_state="LATE",
+                                                    started_at=None)]))
+    result = invoke(stub, "run", "ls", "--state", "late", "--pool", "local",
+                    "--deployment", "hello/my-deployment", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "brave-otter" in line)
+    assert "LATE" in row and "2026-01-01 09:00:00" in row
+    assert stub.requests[0].query == {"state": ["LATE"], "pool": ["local"],
+                                      "deployment": ["hello/my-deployment"], "limit": ["5"]}
+
+
+def test_run_inspect_shows_configuration_history_and_infrastructure(stub: StubApi) -> None:
+    stub.answer("GET", "/api/runs/r-1", (200, run_json(
+        "COMPLETED", [("SCHEDULED", "created"), ("COMPLETED", "exit code 0")],
+        parameters={"x": 1}, job_variables={"cpu": 512},
+        job_configuration={"command": ["python", "x.py"], "cpu": 512},
+        infra_id="pid-42", console_url="https://console.example/run/42")))
+    result = invoke(stub, "run", "inspect", "r-1")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for expected in ("pid-42", "https://console.example/run/42", '"x": 1', '"cpu": 512',
+                     "Job configuration (after merging)", '"x.py"', "State history",
+                     "exit code 0"):
+        assert expected in out, expected
+
+
+def test_work_pool_create_sends_the_template_file(stub: StubApi, tmp_path: Path) -> None:
+    template = {"job_configuration": {"command": "{{ command }}"}, "variables": {}}
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    stub.answer("POST", "/api/work-pools", (201, pool_json("p1")))
+    result = invoke(stub, "work-pool", "create", "p1", "--type", "process",
+                    "--base-job-template", str(tmp_path / "t.json"), "--concurrency-limit", "4",
+                    "--description", "mine", "--paused")
+    assert result.exit_code == 0, result.output
+    assert stub.requests[0].body == {"name": "p1", "type": "process", "paused": True,
+                                     "description": "mine", "concurrency_limit": 4,
+                                     "base_job_template": template}
+    assert "Created work pool 'p1'!" in result.stdout
+
+
+def test_work_pool_create_rejects_a_bad_template_file(stub: StubApi, tmp_path: Path) -> None:
+    (tmp_path / "t.json").write_text("{oops")
+    result = invoke(stub, "work-pool", "create", "p1", "--type", "process",
+                    "--base-job-template", str(tmp_path / "t.json"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: --base-job-template: ")
+    assert stub.requests == []
+
+
+def test_provisioning_a_process_pool_is_refused(stub: StubApi) -> None:
+    result = invoke(stub, "work-pool", "create", "p1", "--type", "process", "--provision-infra")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "Error: provisioning is not available for type process"
+    assert stub.requests == []
+
+
+def test_work_pool_delete_asks_unless_yes(stub: StubApi) -> None:
+    stub.answer("DELETE", "/api/work-pools/p1", (204, None))
+    refused = invoke(stub, "work-pool", "delete", "p1", input="n\n")
+    assert refused.exit_code == 1
+    assert stub.requests == []
+    result = invoke(stub, "work-pool", "delete", "p1", "--yes")
+    assert result.exit_code == 0, result.output
+    assert [(r.method, r.path) for r in stub.requests] == [("DELETE", "/api/work-pools/p1")]
+
+
+def test_work_queue_commands_send_the_right_changes(stub: StubApi) -> None:
+    path = "/api/work-pools/local/queues/fast"
+    queue = {"id": "q-1", "pool_id": "p-1", "pool_name": "local", "name": "fast",
+             "priority": 1, "created": NOW, "updated": NOW}
+    models.WorkQueue.model_validate(queue)
+    stub.answer("PATCH", path, (200, queue))
+    stub.answer("POST", "/api/work-pools/local/queues", (201, queue))
+    assert invoke(stub, "work-queue", "create", "fast", "--pool", "local", "--priority", "1",
+                  "--concurrency-limit", "3").exit_code == 0
+    assert invoke(stub, "work-queue", "set-concurrency-limit", "fast", "5",
+                  "--pool", "local").exit_code == 0
+    assert invoke(stub, "work-queue", "clear-concurrency-limit", "fast",
+                  "--pool", "local").exit_code == 0
+    assert invoke(stub, "work-queue", "pause", "fast", "--pool", "local").exit_code == 0
+    assert [r.body for r in stub.requests] == [
+        {"name": "fast", "priority": 1, "concurrency_limit": 3},
+        {"concurrency_limit": 5}, {"clear_concurrency_limit": True}, {"paused": True}]
+    missing_pool = invoke(stub, "work-queue", "inspect", "fast")
+    assert missing_pool.exit_code == 2 and "--pool" in missing_pool.output
+
+
+# ---------------------------------------------------------------------------- start-up cost
+
+HEAVY_MODULES = ("sqlalchemy", "aiohttp", "boto3", "botocore", "httpx", "yaml", "pydantic",
+                 "rich.table", "dispatcher.server", "dispatcher.settings", "dispatcher.models",
+                 "google.cloud", "azure", "modal")
+
+
+def test_cli_constants_mirror_the_models_and_settings() -> None:
+    from dispatcher.settings import Settings
+
+    assert cli_runs.FINAL_STATES == {state.value for state in models.FINAL_STATES}
+    assert DEFAULT_API_URL == Settings.model_fields["api_url"].default
+
+
+def test_importing_the_cli_loads_no_heavy_module() -> None:
+    code = ("import json, sys, dispatcher.cli; "
+            "print(json.dumps(sorted(sys.modules)))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=PROJECT, check=True,
+                                       capture_output=True, text=True).stdout)
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY_MODULES)]
+    assert heavy == []
+
+
+def test_help_is_fast() -> None:
+    # The budget is 300 ms. CPU time (user + sys) of the child is measured rather than wall
+    # time, so that other processes competing for the test box's cores do not count.
+    cpu_seconds = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run([sys.executable, "-m", "dispatcher.cli", "--help"], cwd=PROJECT,
+                              capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert done.returncode == 0 and "work-pool" in done.stdout
+        cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    assert min(cpu_seconds) < 0.3, cpu_seconds
