@@ -107,6 +107,8 @@ def running_server(database_url: str | None = None, **env: str) -> Iterator[Serv
     if database_url:
         environ["PUSHPOOL_DATABASE_URL"] = database_url
     process = subprocess.Popen(
+        [sys.executable, os.environ["PUSHPOOL_BENCH_PROFILE"], str(port)]
+        if os.environ.get("PUSHPOOL_BENCH_PROFILE") else
         [sys.executable, "-c",
          f"from dispatcher.server import run_server; run_server('127.0.0.1', {port})"],
         env=environ, stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))

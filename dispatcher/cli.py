@@ -18,11 +18,13 @@ from dispatcher import __version__
 from dispatcher.cli_client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
 from dispatcher.cli_deploy import PlannedDeployment, load_deployments
 from dispatcher.cli_deployments import deployment_app
-from dispatcher.cli_output import CliError, print_table, report, say
+from dispatcher.cli_output import (
+    CliError,
+    print_deploy_summary,
+    report,
+)
 from dispatcher.cli_pools import pool_app, queue_app
 from dispatcher.cli_runs import run_app
-
-DEPLOY_SUCCESS = "Successfully created/updated all deployments!"
 
 
 class ErrorReportingGroup(TyperGroup):
@@ -99,6 +101,15 @@ def select_deployments(planned: list[PlannedDeployment], names: list[str], every
     return chosen
 
 
+@app.command("execute", add_help_option=False, hidden=True,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def execute(ctx: typer.Context) -> None:
+    """Run one flow run inside its job (the dispatcher starts this; not for humans)."""
+    from dispatcher.runtime import main as run_main
+
+    raise typer.Exit(run_main(ctx.args))
+
+
 @app.command("deploy")
 def deploy(
     file: Annotated[Path, typer.Option(
@@ -125,14 +136,7 @@ def deploy(
             verb = "created" if answer.get("created") else "updated"
             rows.append([item.full_name, "applied",
                          f"{verb} in work pool {item.body.get('pool_name')!r}"])
-    if not failures:
-        say(DEPLOY_SUCCESS, "green")
-    print_table("Deployments", ["Name", "Status", "Details"], rows)
-    if applied:
-        say("")
-        say("To execute flow runs from these deployments, run:")
-        for item in applied:
-            say(f"        $ pushpool deployment run '{item.full_name}'")
+    print_deploy_summary(rows, [item.full_name for item in applied], all_ok=not failures)
     if failures:
         raise CliError(f"{len(failures)} of {len(chosen)} deployments could not be "
                        "created/updated (see Details above)",

@@ -188,3 +188,19 @@ def report(exc: BaseException) -> int:
                     "try again; if it persists, check the server's log")
         return 1
     raise exc
+
+
+DEPLOY_SUCCESS = "Successfully created/updated all deployments!"
+
+
+def print_deploy_summary(rows: list[list[str]], applied: list[str], all_ok: bool) -> None:
+    """What `pushpool deploy` and the SDK's ``.deploy()`` print: the outcome, a table of
+    deployments (Name, Status, Details) and how to run the ones that were applied."""
+    if all_ok:
+        say(DEPLOY_SUCCESS, "green")
+    print_table("Deployments", ["Name", "Status", "Details"], rows)
+    if applied:
+        say("")
+        say("To execute flow runs from these deployments, run:")
+        for full_name in applied:
+            say(f"        $ pushpool deployment run '{full_name}'")

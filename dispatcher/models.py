@@ -309,6 +309,7 @@ class Run(Model):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     timeout_seconds: int | None = None
+    result: Any = None  # the flow's return value (JSON), reported by `pushpool execute`
     idempotency_key: str | None = None
     auto_scheduled: bool = False
     created: datetime

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
                                            description="Give up submitting a run after this")
     watch_interval_seconds: float = Field(default=1.0, gt=0,
                                           description="Status poll for non-process pools")
+    watch_batch_size: int = Field(default=500, ge=1,
+                                  description="Active runs followed per watcher pass")
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)
     scheduler_min_runs: int = Field(default=3, ge=1)
     scheduler_max_runs: int = Field(default=100, ge=1)

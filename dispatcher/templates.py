@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -169,13 +170,13 @@ def validate_job_variables(variables_schema: dict[str, Any], values: dict[str, A
         raise TemplateError(_child(field, name), f"unknown variable {name!r}",
                             f"{hint}the pool accepts: {', '.join(sorted(properties)) or 'none'}")
 
-    validator = Draft202012Validator(variables_schema)
+    validators = _property_validators(json.dumps(variables_schema, sort_keys=True))
     for name, value in values.items():
         if name == "env" and isinstance(value, dict):
             value = {k: v for k, v in value.items() if v is not None}
         if value is None:
             continue
-        error = best_match(validator.evolve(schema=properties[name]).iter_errors(value))
+        error = best_match(validators[name].iter_errors(value))
         if error is not None:
             path = _child(field, name)
             for part in error.absolute_path:
@@ -267,6 +268,20 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=512)
+def _validate_template_cached(template_json: str) -> None:
+    # A pool's template is checked once per content, not once per run (hot path).
+    validate_base_job_template(json.loads(template_json))
+
+
+@functools.lru_cache(maxsize=512)
+def _property_validators(schema_json: str) -> dict[str, Draft202012Validator]:
+    schema = json.loads(schema_json)
+    base = Draft202012Validator(schema)
+    return {name: base.evolve(schema=prop)
+            for name, prop in schema.get("properties", {}).items()}
+
+
 def resolve_job(base_job_template: dict[str, Any], deployment_vars: dict[str, Any],
                 run_vars: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(merged job variables, rendered job configuration) for one run.
@@ -274,7 +289,7 @@ def resolve_job(base_job_template: dict[str, Any], deployment_vars: dict[str, An
     Merged = schema defaults < deployment variables < run variables. The merged variables hold
     every declared variable that has a value, whether or not a placeholder uses it.
     """
-    validate_base_job_template(base_job_template)
+    _validate_template_cached(json.dumps(base_job_template, sort_keys=True))
     schema = base_job_template["variables"]
     validate_job_variables(schema, deployment_vars, enforce_required=False)
     validate_job_variables(schema, run_vars, enforce_required=False)

@@ -87,8 +87,8 @@ def postgres_url() -> Iterator[str]:
 
 async def _truncate(db: Database) -> None:
     names = ", ".join(t.name for t in reversed(metadata.sorted_tables))
-    async with db.write() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    await db.run(lambda conn: conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE")),
+                 write=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -38,20 +38,20 @@ class RecordingEngine:
     """Stands in for the engine: the API's side of the contract is only these two calls."""
 
     wakes: int = 0
+    schedule_changes: int = 0
     cancelled: list[str] = field(default_factory=list)
 
     def wake(self) -> None:
         self.wakes += 1
 
+    def schedules_changed(self) -> None:
+        self.schedule_changes += 1
+
     def notify_cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.connect("sqlite+aiosqlite:///" + str(tmp_path / "t.db"))
-    yield database
-    await database.close()
+# ``db`` comes from conftest.py: every test here runs on SQLite and on PostgreSQL.
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dispatcher import cli_runs, models
-from dispatcher.cli import DEPLOY_SUCCESS, app
+from dispatcher.cli import app
 from dispatcher.cli_args import (
     json_or_string,
     parse_duration,
@@ -36,7 +36,7 @@ from dispatcher.cli_args import (
 )
 from dispatcher.cli_client import DEFAULT_API_URL
 from dispatcher.cli_deploy import parse_deployments
-from dispatcher.cli_output import CliError
+from dispatcher.cli_output import DEPLOY_SUCCESS, CliError
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOW = "2026-01-01T09:00:00Z"

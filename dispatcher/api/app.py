@@ -34,7 +34,9 @@ def create_app(db: Database, engine: EngineHandle | None, settings: Settings) ->
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset
         public = frozenset(route.path for route in ROUTES if route.public)
-        middlewares.append(auth_middleware(token, public))
+        run_token = frozenset((route.method, route.path) for route in ROUTES
+                              if route.run_token)
+        middlewares.append(auth_middleware(token, public, run_token))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     with warnings.catch_warnings():
         # Other layers look these up by name, so they stay strings, not web.AppKey.

@@ -31,8 +31,12 @@ def token_matches(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def auth_middleware(token: str, public_paths: frozenset[str]) -> Middleware:
-    """A middleware that lets requests to ``public_paths`` (route paths) through untouched."""
+def auth_middleware(token: str, public_paths: frozenset[str],
+                    run_token_routes: frozenset[tuple[str, str]] = frozenset()) -> Middleware:
+    """A middleware that lets requests to ``public_paths`` (route paths) through untouched,
+    and those to ``run_token_routes`` (method, path) with a bearer token through to their
+    handler, which checks the API token or the run's own token itself
+    (dispatcher/api/routes_runtime.py)."""
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -42,6 +46,9 @@ def auth_middleware(token: str, public_paths: frozenset[str]) -> Middleware:
         given = bearer_token(request.headers.get("Authorization"))
         if given is None:
             raise Unauthorized(MISSING_MESSAGE)
+        if resource is not None and \
+                (request.method, resource.canonical) in run_token_routes:
+            return await handler(request)
         if not token_matches(given, token):
             raise Unauthorized(WRONG_MESSAGE)
         return await handler(request)

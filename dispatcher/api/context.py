@@ -35,6 +35,9 @@ class EngineHandle(Protocol):
     def notify_cancel(self, run_id: str) -> None:
         """A run was asked to cancel: stop its infrastructure."""
 
+    def schedules_changed(self) -> None:
+        """A deployment's schedules or pause changed: materialise its runs again."""
+
 
 def db_of(request: web.Request) -> Database:
     return cast("Database", request.app[DB_KEY])
@@ -58,6 +61,16 @@ def wake_engine(request: web.Request) -> None:
         engine.wake()
     except Exception:
         log.exception("engine.wake() failed; the run will be picked up on the next timer")
+
+
+def schedules_changed(request: web.Request) -> None:
+    engine = _engine_of(request)
+    if engine is None:
+        return
+    try:
+        engine.schedules_changed()
+    except Exception:
+        log.exception("engine.schedules_changed() failed; the scheduler's timer will catch up")
 
 
 def notify_cancel(request: web.Request, run_id: str) -> None:

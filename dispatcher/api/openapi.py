@@ -23,11 +23,13 @@ from dispatcher.models import RunState
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearer"
+RUN_TOKEN_SCHEME = "runToken"
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON",
     401: "The API token is missing or wrong",
+    403: "The run token belongs to another run",
     404: "No such object (or no such route)",
     409: "Conflicts with what is stored (duplicate name, object in use, run already final)",
     413: "The body is larger than 1 MiB",
@@ -129,6 +131,8 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
     operation["responses"] = responses
     if route.public:
         operation["security"] = []
+    elif route.run_token:
+        operation["security"] = [{SECURITY_SCHEME: []}, {RUN_TOKEN_SCHEME: []}]
     return operation
 
 
@@ -146,9 +150,15 @@ def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {SECURITY_SCHEME: {
-                "type": "http", "scheme": "bearer",
-                "description": "The value of PUSHPOOL_API_TOKEN (only when the server sets it)"}},
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http", "scheme": "bearer",
+                    "description": "The value of PUSHPOOL_API_TOKEN (only when the server "
+                                   "sets it)"},
+                RUN_TOKEN_SCHEME: {
+                    "type": "http", "scheme": "bearer",
+                    "description": "PUSHPOOL_RUN_TOKEN, which a run's job gets: valid for "
+                                   "that run's state and logs only, until it expires"}},
         },
         "security": [{SECURITY_SCHEME: []}],
     }

@@ -6,6 +6,7 @@ from dispatcher.api import routes_deployments as deployments
 from dispatcher.api import routes_meta as meta
 from dispatcher.api import routes_pools as pools
 from dispatcher.api import routes_runs as runs
+from dispatcher.api import routes_runtime as runtime
 from dispatcher.api.routing import QueryParam, Route
 from dispatcher.api.schemas import DeploymentApplied, Health, PoolType, WebhookPayload
 from dispatcher.models import (
@@ -113,4 +114,11 @@ ROUTES: tuple[Route, ...] = (
           errors=(409,)),
     Route("GET", "/api/runs/{id}/logs", runs.read_logs, "Read a run's log lines in order",
           response=LogEntry, many=True, query=(LOGS_AFTER, LOGS_LIMIT)),
+    # the in-container runtime (`pushpool execute`), with the run's own token
+    Route("POST", "/api/runs/{id}/state", runtime.report_state,
+          "The run's runtime reports RUNNING, or COMPLETED with its result, or FAILED",
+          body=runtime.RunStateReport, response=Run, errors=(403, 409), run_token=True),
+    Route("POST", "/api/runs/{id}/logs", runtime.append_logs,
+          "The run's runtime sends log lines, in order", body=runtime.RuntimeLogBatch,
+          response=runtime.LogsAccepted, errors=(403,), run_token=True),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dispatcher import store
-from dispatcher.api.context import db_of, wake_engine
+from dispatcher.api.context import db_of, schedules_changed, wake_engine
 from dispatcher.api.display import with_display_state
 from dispatcher.api.routing import Call, json_model, json_models, no_content
 from dispatcher.api.schemas import DeploymentApplied, WebhookPayload
@@ -43,6 +43,7 @@ async def list_deployments(request: web.Request, call: Call) -> web.StreamRespon
 async def apply_deployment(request: web.Request, call: Call) -> web.StreamResponse:
     deployment, created = await store.apply_deployment(db_of(request),
                                                        call.body_as(DeploymentApply))
+    schedules_changed(request)
     wake_engine(request)  # new schedules, or an unpaused deployment, may have runs due
     return json_model(DeploymentApplied(deployment=deployment, created=created),
                       status=201 if created else 200)
@@ -59,6 +60,8 @@ async def get_deployment_by_id(request: web.Request, call: Call) -> web.StreamRe
 async def update_deployment(request: web.Request, call: Call) -> web.StreamResponse:
     data = call.body_as(DeploymentUpdate)
     deployment = await store.update_deployment(db_of(request), deployment_ref(request), data)
+    if data.paused is not None:
+        schedules_changed(request)
     if data.paused is False or data.concurrency_limit is not None \
             or data.clear_concurrency_limit:
         wake_engine(request)

@@ -67,6 +67,7 @@ class Route:
     errors: tuple[int, ...] = ()  # besides the ones every route of its kind can answer
     idempotency_key: bool = False  # reads the Idempotency-Key header
     public: bool = False  # needs no API token
+    run_token: bool = False  # also takes the {id} run's own token; the handler checks it
 
 
 # ---------------------------------------------------------------------------- parsing

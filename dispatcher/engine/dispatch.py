@@ -34,13 +34,11 @@ MAX_SLEEP_SECONDS = 60.0
 
 class Dispatcher:
     def __init__(self, db: Database, settings: Settings, owner: str,
-                 identity_env: Callable[[ClaimedRun], dict[str, str]],
-                 on_submitted: Callable[[], None] = lambda: None):
+                 identity_env: Callable[[ClaimedRun], dict[str, str]]):
         self.db = db
         self.settings = settings
         self.owner = owner
         self.identity_env = identity_env
-        self.on_submitted = on_submitted
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -201,7 +199,6 @@ class Dispatcher:
         for attempt in range(1, 6):
             try:
                 await store.record_submissions(self.db, self.owner, batch)
-                self.on_submitted()
                 return
             except Exception:
                 log.exception("recording %d submission(s) failed (attempt %d)", len(batch),

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 
+from dispatcher import run_tokens, store
 from dispatcher.engine.dispatch import Dispatcher
+from dispatcher.engine.jobspec import job_timeout
 from dispatcher.engine.scheduler import Scheduler
 from dispatcher.engine.watcher import Watcher
 from dispatcher.settings import Settings
@@ -30,21 +33,26 @@ class Engine:
         self.settings = settings
         self.owner = replica_name()
         self.api_url = api_url or settings.api_url
-        self.dispatcher = Dispatcher(db, settings, self.owner, self._identity_env,
-                                     on_submitted=self._on_submitted)
+        self.dispatcher = Dispatcher(db, settings, self.owner, self._identity_env)
         self.watcher = Watcher(db, settings, is_in_flight=self.dispatcher.is_in_flight,
                                on_final=self.dispatcher.wake)
         self.scheduler = Scheduler(db, settings, on_new_runs=self.dispatcher.wake)
+        self._run_token_key: bytes | None = None  # read in start()
 
     def _identity_env(self, run: ClaimedRun) -> dict[str, str]:
-        return {"PUSHPOOL_API_URL": self.api_url}
-
-    def _on_submitted(self) -> None:
-        self.watcher.wake()
+        env = {"PUSHPOOL_API_URL": self.api_url}
+        if self._run_token_key is not None:
+            # Valid for this run alone, until its timeout (plus a margin) has passed.
+            expires = run_tokens.expiry_for(job_timeout(run), time.time())
+            env["PUSHPOOL_RUN_TOKEN"] = run_tokens.mint(self._run_token_key, run.run_id,
+                                                        expires)
+        return env
 
     def wake(self) -> None:
-        """Something changed: claim due runs now and re-check schedules."""
+        """A run may have become due (or a slot freed): claim now."""
         self.dispatcher.wake()
+
+    def schedules_changed(self) -> None:
         self.scheduler.wake()
 
     def notify_cancel(self, run_id: str) -> None:
@@ -52,6 +60,9 @@ class Engine:
 
     async def start(self) -> None:
         log.info("engine %s starting", self.owner)
+        secret = self.settings.secret_key
+        self._run_token_key = await store.run_token_key(
+            self.db, secret.get_secret_value() if secret else None)
         await self.scheduler.start()
         await self.dispatcher.start()
         await self.watcher.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from dispatcher import templates
@@ -11,6 +12,21 @@ from providers.base import JobSpec, job_name_for
 
 # The in-container runtime (`pushpool execute`) is what runs an entrypoint deployment.
 EXECUTE_COMMAND = ["pushpool", "execute"]
+# A process pool runs on this host: the runtime of this very interpreter, whatever the
+# job's PATH says (the dispatcher may run from a virtualenv that is not on it).
+PROCESS_EXECUTE_COMMAND = [sys.executable, "-m", "dispatcher.runtime"]
+
+
+def execute_command(pool_type: str) -> list[str]:
+    """The runtime's argv for an entrypoint deployment in a pool of this type."""
+    return list(PROCESS_EXECUTE_COMMAND if pool_type == "process" else EXECUTE_COMMAND)
+
+
+def job_timeout(run: ClaimedRun) -> int | None:
+    """The run's timeout in seconds (its job's ``timeout`` variable), None for none."""
+    values, _ = templates.resolve_job(run.base_job_template, run.deployment_job_variables,
+                                      run.run_job_variables)
+    return _int_or_none(values.get("timeout"))
 
 
 def build_job_spec(run: ClaimedRun, identity_env: dict[str, str]) -> JobSpec:
@@ -18,7 +34,7 @@ def build_job_spec(run: ClaimedRun, identity_env: dict[str, str]) -> JobSpec:
     values, config = templates.resolve_job(run.base_job_template, run.deployment_job_variables,
                                            run.run_job_variables)
     command = values.get("command") or run.command or (
-        EXECUTE_COMMAND if run.entrypoint else None)
+        execute_command(run.pool_type) if run.entrypoint else None)
     if not command:
         raise templates.TemplateError("command", "the run has no command to execute",
                                       "give the deployment a command or an entrypoint")

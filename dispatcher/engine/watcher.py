@@ -18,12 +18,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from dispatcher import store
 from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Database, WatchedRun
 from dispatcher.store.common import utcnow
-from dispatcher.store.runs import append_logs_in, transition
+from dispatcher.store.runs import StateChange, append_logs_in, transition_many
 from providers import registry
 from providers.base import InfraPhase, InfraStatus, LogLine, Provider
 
@@ -70,6 +72,11 @@ def state_for(status: InfraStatus, current: RunState) -> tuple[RunState, str] | 
     return RunState.CRASHED, status.reason or "crashed"
 
 
+def _interval(provider: Provider, watcher: Watcher) -> float:
+    return float(getattr(provider, "poll_interval", 0) or
+                 watcher.settings.watch_interval_seconds)
+
+
 class Watcher:
     def __init__(self, db: Database, settings: Settings,
                  is_in_flight: Callable[[str], bool], on_final: Callable[[], None]):
@@ -82,6 +89,9 @@ class Watcher:
         self._timed_out: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_poll: dict[str, float] = {}
+        self._resume_after = ""
+        self._sweep_types: set[str] = set()
+        self._unavailable: dict[str, str] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -110,33 +120,47 @@ class Watcher:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
     async def watch_once(self) -> float:
-        """One pass; returns how long to wait before the next."""
-        watched = await store.runs_to_watch(self.db)
+        """One pass over a page of active runs; returns how long to wait before the next.
+
+        A sweep pages through all active runs (a page per pass, so no pass hogs the store)
+        and covers the pool types whose poll interval has elapsed when the sweep starts."""
+        starting = self._resume_after == ""
+        watched = await store.runs_to_watch(self.db, after_id=self._resume_after,
+                                            limit=self.settings.watch_batch_size)
+        more = len(watched) == self.settings.watch_batch_size
         by_type: dict[str, list[WatchedRun]] = defaultdict(list)
         for run in watched:
             by_type[run.pool_type].append(run)
-        now = utcnow()
+        providers = {t: self._provider(t, group) for t, group in by_type.items()}
         loop_time = asyncio.get_running_loop().time()
+        if starting:
+            woken = self._wake.is_set()
+            self._sweep_types = {t for t, p in providers.items() if p is None or woken or
+                                 loop_time - self._last_poll.get(t, 0.0) >= _interval(p, self)}
+            self._last_poll.update({t: loop_time for t in self._sweep_types})
         changes: dict[str, Change] = {}
-        next_interval = self.settings.watch_interval_seconds
+        now = utcnow()
         for pool_type, group in by_type.items():
-            try:
-                provider = registry.get_provider(pool_type)
-            except (registry.UnknownPoolType, registry.ProviderUnavailable) as exc:
-                for run in group:
-                    changes[run.run_id] = Change(RunState.CRASHED, f"cannot follow: {exc}")
-                continue
-            interval = float(getattr(provider, "poll_interval", 0) or
-                             self.settings.watch_interval_seconds)
-            next_interval = min(next_interval, interval)
-            if loop_time - self._last_poll.get(pool_type, 0.0) < interval * 0.9 and \
-                    not self._wake.is_set():
-                continue
-            self._last_poll[pool_type] = loop_time
-            changes.update(await self._watch_group(provider, group, now))
+            provider = providers[pool_type]
+            if provider is None:
+                changes.update({run.run_id: Change(RunState.CRASHED, self._unavailable[pool_type])
+                                for run in group})
+            elif pool_type in self._sweep_types:
+                changes.update(await self._watch_group(provider, group, now))
         if changes:
             await self._apply(changes)
-        return next_interval if by_type else self.settings.watch_interval_seconds
+        self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
+        if self._resume_after:
+            return 0.0
+        intervals = [_interval(p, self) for p in providers.values() if p is not None]
+        return min(intervals, default=self.settings.watch_interval_seconds)
+
+    def _provider(self, pool_type: str, group: list[WatchedRun]) -> Provider | None:
+        try:
+            return registry.get_provider(pool_type)
+        except (registry.UnknownPoolType, registry.ProviderUnavailable) as exc:
+            self._unavailable[pool_type] = f"cannot follow the run: {exc}"
+            return None
 
     async def _watch_group(self, provider: Provider, group: list[WatchedRun],
                            now: datetime) -> dict[str, Change]:
@@ -209,23 +233,24 @@ class Watcher:
         self._cancelling[run.run_id] = asyncio.create_task(cancel())
 
     async def _apply(self, changes: dict[str, Change]) -> None:
-        ended = False
-        async with self.db.write() as conn:
-            await append_logs_in(conn, {
-                run_id: (c.logs, c.cursor) for run_id, c in changes.items()
-                if c.logs or c.cursor})
-            for run_id, change in changes.items():
-                if change.state is None:
-                    continue
-                if change.state in (RunState.COMPLETED, RunState.FAILED):
-                    # It ran between two polls: keep RUNNING in the history (no-op if it
-                    # was already RUNNING or is CANCELLING).
-                    await transition(conn, run_id, RunState.RUNNING, "started")
-                moved = await transition(conn, run_id, change.state, change.message,
-                                                    **change.fields)
-                if moved and change.state.is_final:
-                    ended = True
-                    self._timed_out.discard(run_id)
-                    self._cancelling.pop(run_id, None)
+        steps: list[StateChange] = []
+        for run_id, change in changes.items():
+            if change.state is None:
+                continue
+            if change.state in (RunState.COMPLETED, RunState.FAILED):
+                # It ran between two polls: keep RUNNING in the history (skipped if it
+                # already is RUNNING, or is CANCELLING).
+                steps.append(StateChange(run_id, RunState.RUNNING, "started"))
+            steps.append(StateChange(run_id, change.state, change.message, change.fields))
+        def apply(conn: Connection) -> list[str]:
+            append_logs_in(conn, {run_id: (c.logs, c.cursor)
+                                  for run_id, c in changes.items() if c.logs or c.cursor})
+            return transition_many(conn, steps) if steps else []
+
+        moved = await self.db.run(apply, write=True)
+        ended = [r for r in moved if (state := changes[r].state) is not None and state.is_final]
+        for run_id in ended:
+            self._timed_out.discard(run_id)
+            self._cancelling.pop(run_id, None)
         if ended:
             self.on_final()

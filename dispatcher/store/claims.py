@@ -27,12 +27,12 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from dispatcher.models import ACTIVE_STATES, RunState, ScheduleSpec
 from dispatcher.store.common import insert_ignoring_conflicts, pairs, utcnow
 from dispatcher.store.db import CLAIM_LOCK_ID, Database
-from dispatcher.store.runs import transition
+from dispatcher.store.runs import StateChange, transition_many
 from dispatcher.store.tables import (
     deployments,
     run_states,
@@ -71,18 +71,55 @@ class ClaimedRun:
     parameters: dict[str, Any]
 
 
-async def _blocked(conn: AsyncConnection, table: Table, fk: ColumnElement[Any]
-                   ) -> tuple[set[str], dict[str, int]]:
+def _blocked(conn: Connection, table: Table, fk: ColumnElement[Any]
+             ) -> tuple[set[str], dict[str, int]]:
     """Ids at their concurrency limit, and the free slots of the others that have one."""
-    limits = pairs(await conn.execute(
-        select(table.c.id, table.c.concurrency_limit).where(
+    limits = pairs(conn.execute(select(table.c.id, table.c.concurrency_limit).where(
         table.c.concurrency_limit.is_not(None))))
     if not limits:
         return set(), {}
-    active = pairs(await conn.execute(select(fk, func.count()).where(
+    active = pairs(conn.execute(select(fk, func.count()).where(
         runs.c.state.in_(ACTIVE), fk.in_(list(limits))).group_by(fk)))
     free = {k: limit - active.get(k, 0) for k, limit in limits.items()}
     return {k for k, n in free.items() if n <= 0}, free
+
+
+@dataclass
+class _Limits:
+    """Free concurrency slots of every pool, queue and deployment that has a limit."""
+
+    blocked_pools: set[str]
+    free_pools: dict[str, int]
+    blocked_queues: set[str]
+    free_queues: dict[str, int]
+    blocked_deployments: set[str]
+    free_deployments: dict[str, int]
+
+    def any(self) -> bool:
+        return bool(self.free_pools or self.free_queues or self.free_deployments)
+
+    def take(self, rows: list[Any], limit: int) -> list[Any]:
+        """The rows that fit, in order, spending slots as they go."""
+        chosen: list[Any] = []
+        for row in rows[:limit]:
+            if row.state == PENDING:  # a lease that expired: it already holds its slots
+                chosen.append(row)
+                continue
+            slots = [(self.free_pools, row.pool_id), (self.free_queues, row.queue_id),
+                     (self.free_deployments, row.deployment_id)]
+            if any(key in free and free[key] <= 0 for free, key in slots):
+                continue
+            for free, key in slots:
+                if key in free:
+                    free[key] -= 1
+            chosen.append(row)
+        return chosen
+
+
+def _current_limits(conn: Connection) -> _Limits:
+    return _Limits(*_blocked(conn, work_pools, runs.c.pool_id),
+                   *_blocked(conn, work_queues, runs.c.queue_id),
+                   *_blocked(conn, deployments, runs.c.deployment_id))
 
 
 def _within(rank: Any, key: Any, free: dict[str, int], default: int) -> Any:
@@ -92,113 +129,131 @@ def _within(rank: Any, key: Any, free: dict[str, int], default: int) -> Any:
     return rank <= case({k: max(n, 0) for k, n in free.items()}, value=key, else_=default)
 
 
+_DUE_ORDER = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
+_UNPAUSED = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
+
+
+def _due_run_ids(conn: Connection, now: datetime, limit: int, limits: _Limits) -> list[str]:
+    """Ids of due SCHEDULED runs in claim order, none beyond a limit's free slots."""
+    due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now)
+    base = (select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id).where(due, _UNPAUSED))
+    if not limits.any():
+        return list(conn.execute(base.order_by(*_DUE_ORDER).limit(limit)).scalars())
+
+    def rank(column: ColumnElement[Any]) -> Any:
+        return func.row_number().over(partition_by=column, order_by=_DUE_ORDER)
+
+    # Rank each due run within its pool, queue and deployment, so runs beyond a limit's
+    # free slots never fill the batch and starve other work (Prefect #19403).
+    ranked = base.add_columns(
+        runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, work_queues.c.priority,
+        runs.c.scheduled_time, rank(runs.c.pool_id).label("rn_pool"),
+        rank(runs.c.queue_id).label("rn_queue"), rank(runs.c.deployment_id).label("rn_dep"))
+    if limits.blocked_pools:
+        ranked = ranked.where(runs.c.pool_id.not_in(limits.blocked_pools))
+    if limits.blocked_queues:
+        ranked = ranked.where(runs.c.queue_id.not_in(limits.blocked_queues))
+    if limits.blocked_deployments:
+        ranked = ranked.where(or_(runs.c.deployment_id.is_(None),
+                                  runs.c.deployment_id.not_in(limits.blocked_deployments)))
+    sub = ranked.subquery()
+    return list(conn.execute(
+        select(sub.c.id)
+        .where(_within(sub.c.rn_pool, sub.c.pool_id, limits.free_pools, limit),
+               _within(sub.c.rn_queue, sub.c.queue_id, limits.free_queues, limit),
+               _within(sub.c.rn_dep, sub.c.deployment_id, limits.free_deployments, limit))
+        .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit)).scalars())
+
+
+def _expired_run_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
+    """Claimed but never submitted, and the claimer's lease ran out: claimable again."""
+    return list(conn.execute(
+        select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
+        .join(work_pools, work_pools.c.id == runs.c.pool_id)
+        .where(runs.c.state == PENDING, runs.c.infra_id.is_(None), runs.c.lease_expires < now,
+               _UNPAUSED)
+        .order_by(*_DUE_ORDER).limit(limit)).scalars())
+
+
 async def claim_due_runs(db: Database, owner: str, *, limit: int, lease_seconds: float,
                          now: datetime | None = None) -> list[ClaimedRun]:
     now = now or utcnow()
-    async with db.write() as conn:
+
+    def claim(conn: Connection) -> list[ClaimedRun]:
         if db.dialect == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
-        blocked_pools, free_pools = await _blocked(conn, work_pools, runs.c.pool_id)
-        blocked_queues, free_queues = await _blocked(conn, work_queues, runs.c.queue_id)
-        blocked_deps, free_deps = await _blocked(conn, deployments, runs.c.deployment_id)
-        due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now)
-        reclaimable = and_(runs.c.state == PENDING, runs.c.infra_id.is_(None),
-                           runs.c.lease_expires < now)
-        unpaused = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
-        order = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
-
-        def rank(column: ColumnElement[Any]) -> Any:
-            return func.row_number().over(partition_by=column, order_by=order)
-
-        # Rank each due run within its pool, queue and deployment, so runs beyond a
-        # limit's free slots never fill the batch and starve other work (Prefect #19403).
-        ranked = (
-            select(runs.c.id, runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id,
-                   work_queues.c.priority, runs.c.scheduled_time,
-                   rank(runs.c.pool_id).label("rn_pool"), rank(runs.c.queue_id).label("rn_queue"),
-                   rank(runs.c.deployment_id).label("rn_dep"))
-            .join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(due, unpaused)
-        )
-        if blocked_pools:
-            ranked = ranked.where(runs.c.pool_id.not_in(blocked_pools))
-        if blocked_queues:
-            ranked = ranked.where(runs.c.queue_id.not_in(blocked_queues))
-        if blocked_deps:
-            ranked = ranked.where(or_(runs.c.deployment_id.is_(None),
-                                      runs.c.deployment_id.not_in(blocked_deps)))
-        sub = ranked.subquery()
-        fresh_ids = [r for (r,) in await conn.execute(
-            select(sub.c.id)
-            .where(_within(sub.c.rn_pool, sub.c.pool_id, free_pools, limit),
-                   _within(sub.c.rn_queue, sub.c.queue_id, free_queues, limit),
-                   _within(sub.c.rn_dep, sub.c.deployment_id, free_deps, limit))
-            .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit))]
-        expired_ids = [r for (r,) in await conn.execute(
-            select(runs.c.id)
-            .join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(reclaimable, unpaused).order_by(*order).limit(limit))]
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
+        limits = _current_limits(conn)
+        candidates = _expired_run_ids(conn, now, limit) + _due_run_ids(conn, now, limit, limits)
+        if not candidates:
+            return []
         query = (
             select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
-                   runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id,
-                   runs.c.job_variables.label("run_job_variables"), runs.c.parameters,
-                   work_pools.c.name.label("pool_name"), work_pools.c.type.label("pool_type"),
-                   work_pools.c.base_job_template, work_queues.c.name.label("queue_name"),
-                   deployments.c.name.label("deployment"), deployments.c.flow_name,
-                   deployments.c.command, deployments.c.entrypoint, deployments.c.source,
-                   deployments.c.image,
-                   deployments.c.job_variables.label("deployment_job_variables"))
+                   runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, runs.c.job_variables,
+                   runs.c.parameters, work_queues.c.name.label("queue_name"))
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .outerjoin(deployments, deployments.c.id == runs.c.deployment_id)
-            .where(runs.c.id.in_(expired_ids + fresh_ids), or_(due, reclaimable))
-            .order_by(*order)
+            .where(runs.c.id.in_(candidates),
+                   or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now),
+                       and_(runs.c.state == PENDING, runs.c.infra_id.is_(None))))
+            .order_by(*_DUE_ORDER)
         )
         if db.dialect == "postgresql":
             # Rows another transaction holds (a cancel, say) wait for the next claim.
             query = query.with_for_update(of=runs, skip_locked=True)
-        chosen: list[Any] = []
-        for row in list(await conn.execute(query))[:limit]:
-            if row.state == PENDING:  # a lease that expired: it already holds its slots
-                chosen.append(row)
-                continue
-            slots = [(free_pools, row.pool_id), (free_queues, row.queue_id),
-                     (free_deps, row.deployment_id)]
-            if any(key in free and free[key] <= 0 for free, key in slots):
-                continue
-            for free, key in slots:
-                if key in free:
-                    free[key] -= 1
-            chosen.append(row)
+        chosen = limits.take(list(conn.execute(query)), limit)
         if not chosen:
             return []
-        expires = now + timedelta(seconds=lease_seconds)
-        fresh = [r.id for r in chosen if r.state == SCHEDULED]
-        again = [r.id for r in chosen if r.state == PENDING]
-        if fresh:
-            await conn.execute(update(runs).where(runs.c.id.in_(fresh)).values(
-                state=PENDING, state_message=f"claimed by {owner}", attempt=runs.c.attempt + 1,
-                lease_owner=owner, lease_expires=expires, updated=now))
-        if again:
-            # Same attempt number: an idempotent provider finds what the last try made.
-            await conn.execute(update(runs).where(runs.c.id.in_(again)).values(
-                lease_owner=owner, lease_expires=expires, updated=now))
-        await conn.execute(insert(run_states), [
-            {"run_id": r.id, "state": PENDING, "timestamp": now,
-             "message": (f"claimed by {owner}" if r.state == SCHEDULED
-                         else f"lease expired; reclaimed by {owner}")} for r in chosen])
-    return [ClaimedRun(
-        run_id=r.id, name=r.name, attempt=r.attempt + (1 if r.state == SCHEDULED else 0),
-        scheduled_time=r.scheduled_time, pool_name=r.pool_name, pool_type=r.pool_type,
-        base_job_template=r.base_job_template, queue_name=r.queue_name,
-        deployment_id=r.deployment_id,
-        deployment_name=f"{r.flow_name}/{r.deployment}" if r.deployment else None,
-        flow_name=r.flow_name, command=r.command, entrypoint=r.entrypoint, source=r.source,
-        image=r.image, deployment_job_variables=r.deployment_job_variables or {},
-        run_job_variables=r.run_job_variables or {}, parameters=r.parameters or {})
-        for r in chosen]
+        _mark_claimed(conn, chosen, owner, now, now + timedelta(seconds=lease_seconds))
+        return _claimed_runs(conn, chosen)
+
+    return await db.run(claim, write=True)
+
+
+def _mark_claimed(conn: Connection, chosen: list[Any], owner: str, now: datetime,
+                  expires: datetime) -> None:
+    fresh = [r.id for r in chosen if r.state == SCHEDULED]
+    again = [r.id for r in chosen if r.state == PENDING]
+    if fresh:
+        conn.execute(update(runs).where(runs.c.id.in_(fresh)).values(
+            state=PENDING, state_message=f"claimed by {owner}", attempt=runs.c.attempt + 1,
+            lease_owner=owner, lease_expires=expires, updated=now))
+    if again:
+        # Same attempt number: an idempotent provider finds what the last try made.
+        conn.execute(update(runs).where(runs.c.id.in_(again)).values(
+            lease_owner=owner, lease_expires=expires, updated=now))
+    conn.execute(insert(run_states), [
+        {"run_id": r.id, "state": PENDING, "timestamp": now,
+         "message": (f"claimed by {owner}" if r.state == SCHEDULED
+                     else f"lease expired; reclaimed by {owner}")} for r in chosen])
+
+
+def _claimed_runs(conn: Connection, chosen: list[Any]) -> list[ClaimedRun]:
+    """Join each run with its pool and deployment, read once per pool and deployment (a
+    batch is usually a few of each; templates are the largest thing in the store)."""
+    pools = {r.id: r for r in conn.execute(
+        select(work_pools.c.id, work_pools.c.name, work_pools.c.type,
+               work_pools.c.base_job_template)
+        .where(work_pools.c.id.in_({r.pool_id for r in chosen})))}
+    deps = {r.id: r for r in conn.execute(
+        select(deployments.c.id, deployments.c.name, deployments.c.flow_name,
+               deployments.c.command, deployments.c.entrypoint, deployments.c.source,
+               deployments.c.image, deployments.c.job_variables)
+        .where(deployments.c.id.in_({r.deployment_id for r in chosen if r.deployment_id})))}
+    claimed = []
+    for r in chosen:
+        pool, dep = pools[r.pool_id], deps.get(r.deployment_id)
+        claimed.append(ClaimedRun(
+            run_id=r.id, name=r.name, attempt=r.attempt + (1 if r.state == SCHEDULED else 0),
+            scheduled_time=r.scheduled_time, pool_name=pool.name, pool_type=pool.type,
+            base_job_template=pool.base_job_template, queue_name=r.queue_name,
+            deployment_id=r.deployment_id,
+            deployment_name=f"{dep.flow_name}/{dep.name}" if dep else None,
+            flow_name=dep.flow_name if dep else None, command=dep.command if dep else None,
+            entrypoint=dep.entrypoint if dep else None, source=dep.source if dep else None,
+            image=dep.image if dep else None,
+            deployment_job_variables=(dep.job_variables if dep else None) or {},
+            run_job_variables=r.job_variables or {}, parameters=r.parameters or {}))
+    return claimed
 
 
 @dataclass(frozen=True)
@@ -217,8 +272,9 @@ async def record_submissions(db: Database, owner: str,
     if not records:
         return
     now = utcnow()
-    async with db.write() as conn:
-        await conn.execute(
+
+    def record(conn: Connection) -> None:
+        conn.execute(
             update(runs).where(runs.c.id == bindparam("rid"), runs.c.lease_owner == owner)
             .values(infra_id=bindparam("infra"), console_url=bindparam("url"),
                     job_configuration=bindparam("config"), timeout_seconds=bindparam("timeout"),
@@ -227,19 +283,21 @@ async def record_submissions(db: Database, owner: str,
             [{"rid": r.run_id, "infra": r.infra_id, "url": r.console_url,
               "config": r.job_configuration, "timeout": r.timeout_seconds, "msg": r.message}
              for r in records])
-        await conn.execute(insert(run_states), [
+        conn.execute(insert(run_states), [
             {"run_id": r.run_id, "state": PENDING, "timestamp": now, "message": r.message}
             for r in records])
+
+    await db.run(record, write=True)
 
 
 async def renew_leases(db: Database, owner: str, run_ids: list[str],
                        lease_seconds: float) -> None:
     if not run_ids:
         return
-    async with db.write() as conn:
-        await conn.execute(update(runs).where(runs.c.id.in_(run_ids),
-                                              runs.c.lease_owner == owner)
-                           .values(lease_expires=utcnow() + timedelta(seconds=lease_seconds)))
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    await db.run(lambda conn: conn.execute(
+        update(runs).where(runs.c.id.in_(run_ids), runs.c.lease_owner == owner)
+        .values(lease_expires=expires)), write=True)
 
 
 async def release_claims(db: Database, owner: str, run_ids: list[str], reason: str) -> None:
@@ -247,16 +305,19 @@ async def release_claims(db: Database, owner: str, run_ids: list[str], reason: s
     if not run_ids:
         return
     now = utcnow()
-    async with db.write() as conn:
-        released = [r for (r,) in await conn.execute(
+
+    def release(conn: Connection) -> None:
+        released = [r for (r,) in conn.execute(
             update(runs).where(runs.c.id.in_(run_ids), runs.c.lease_owner == owner,
                                runs.c.state == PENDING, runs.c.infra_id.is_(None))
             .values(state=SCHEDULED, state_message=reason, lease_owner=None,
                     lease_expires=None, updated=now).returning(runs.c.id))]
         if released:
-            await conn.execute(insert(run_states), [
+            conn.execute(insert(run_states), [
                 {"run_id": r, "state": SCHEDULED, "timestamp": now, "message": reason}
                 for r in released])
+
+    await db.run(release, write=True)
 
 
 async def end_claimed_runs(db: Database, owner: str,
@@ -264,9 +325,9 @@ async def end_claimed_runs(db: Database, owner: str,
     """Runs whose submit failed for good (or were cancelled before it): final states."""
     if not outcomes:
         return
-    async with db.write() as conn:
-        for run_id, state, message in outcomes:
-            await transition(conn, run_id, state, message)
+    await db.run(lambda conn: transition_many(
+        conn, [StateChange(run_id, state, message) for run_id, state, message in outcomes]),
+        write=True)
 
 
 @dataclass(frozen=True)
@@ -283,34 +344,41 @@ class WatchedRun:
     lease_expires: datetime | None
 
 
-async def runs_to_watch(db: Database) -> list[WatchedRun]:
-    """Submitted runs not yet final, and cancellations waiting for their run's claim."""
-    async with db.read() as conn:
-        rows = await conn.execute(
+async def runs_to_watch(db: Database, *, after_id: str = "",
+                        limit: int = 1000) -> list[WatchedRun]:
+    """Submitted runs not yet final, and cancellations waiting for their run's claim, in id
+    order after ``after_id``: the watcher pages through them so one pass stays short."""
+    def read(conn: Connection) -> list[WatchedRun]:
+        rows = conn.execute(
             select(runs.c.id, runs.c.state, work_pools.c.type, runs.c.infra_id,
                    runs.c.started_at, runs.c.created, runs.c.timeout_seconds,
                    runs.c.log_cursor, runs.c.lease_owner, runs.c.lease_expires)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(runs.c.state.in_(ACTIVE),
+            .where(runs.c.state.in_(ACTIVE), runs.c.id > after_id,
                    or_(runs.c.infra_id.is_not(None),
-                       runs.c.state == RunState.CANCELLING.value)))
+                       runs.c.state == RunState.CANCELLING.value))
+            .order_by(runs.c.id).limit(limit))
         return [WatchedRun(r.id, RunState(r.state), r.type, r.infra_id, r.started_at,
                            r.created, r.timeout_seconds, r.log_cursor, r.lease_owner,
                            r.lease_expires) for r in rows]
 
+    return await db.run(read)
+
 
 async def next_wakeup(db: Database) -> datetime | None:
     """When the dispatcher must look again: the next due run or the next lease to expire."""
-    async with db.read() as conn:
-        due = (await conn.execute(
+    def read(conn: Connection) -> tuple[Any, Any]:
+        due = (conn.execute(
             select(func.min(runs.c.scheduled_time))
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
             .where(runs.c.state == SCHEDULED, work_pools.c.paused.is_(False),
                    work_queues.c.paused.is_(False)))).scalar_one_or_none()
-        lease = (await conn.execute(select(func.min(runs.c.lease_expires)).where(
+        lease = (conn.execute(select(func.min(runs.c.lease_expires)).where(
             runs.c.state == PENDING, runs.c.infra_id.is_(None)))).scalar_one_or_none()
-    times = [t for t in (due, lease) if t is not None]
+        return due, lease
+
+    times = [t for t in await db.run(read) if t is not None]
     if not times:
         return None
     # Both columns are UTCDateTime, but func.min() loses the type on SQLite.
@@ -344,8 +412,8 @@ class ScheduleTarget:
 
 
 async def active_schedules(db: Database) -> list[ScheduleTarget]:
-    async with db.read() as conn:
-        rows = await conn.execute(
+    def read(conn: Connection) -> list[ScheduleTarget]:
+        rows = conn.execute(
             select(schedules.c.id, schedules.c.spec, deployments.c.id.label("deployment_id"),
                    deployments.c.name, deployments.c.pool_id, deployments.c.queue_id,
                    deployments.c.parameters, deployments.c.job_variables,
@@ -356,6 +424,8 @@ async def active_schedules(db: Database) -> list[ScheduleTarget]:
         return [ScheduleTarget(r.id, ScheduleSpec.model_validate(r.spec), r.deployment_id,
                                r.name, r.pool_id, r.queue_id, r.parameters, r.job_variables,
                                r.base_job_template) for r in rows]
+
+    return await db.run(read)
 
 
 def schedule_slot_key(deployment_id: str, slot: datetime) -> str:
@@ -368,15 +438,17 @@ async def insert_scheduled_runs(db: Database, rows: list[dict[str, Any]]) -> int
     if not rows:
         return 0
     now = utcnow()
-    inserted: list[tuple[str, datetime]] = []
-    async with db.write() as conn:
+    def insert_new(conn: Connection) -> int:
+        inserted: list[tuple[str, datetime]] = []
         for start in range(0, len(rows), 500):
             stmt = insert_ignoring_conflicts(db.dialect, runs, rows[start:start + 500])
-            result = await conn.execute(stmt.returning(runs.c.id, runs.c.scheduled_time))
+            result = conn.execute(stmt.returning(runs.c.id, runs.c.scheduled_time))
             inserted.extend((r.id, r.scheduled_time) for r in result)
         if inserted:
-            await conn.execute(insert(run_states), [
+            conn.execute(insert(run_states), [
                 {"run_id": run_id, "state": SCHEDULED, "timestamp": now,
                  "message": f"scheduled for {_aware(when).isoformat()} by its schedule"}
                 for run_id, when in inserted])
-    return len(inserted)
+        return len(inserted)
+
+    return await db.run(insert_new, write=True)

@@ -1,21 +1,29 @@
 """Connecting to the store: engine setup for SQLite (WAL) and PostgreSQL, migrations at start.
 
-``Database.write()`` opens a write transaction (``BEGIN IMMEDIATE`` on SQLite so two
-writers never deadlock upgrading a read lock); ``Database.read()`` a read-only one.
+Store functions are plain synchronous transactions over a SQLAlchemy ``Connection``, run by
+``await db.run(fn, write=...)``:
+
+- SQLite: in a worker thread on the standard ``sqlite3`` driver, the whole transaction in
+  one hop (an async driver pays a thread hop per statement, about a millisecond each).
+  Writes go through one writer thread (``BEGIN IMMEDIATE``), so writers queue here
+  instead of in SQLite's sleeping busy handler; reads run beside them under WAL.
+- PostgreSQL: on asyncpg through ``AsyncConnection.run_sync``, no threads involved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +33,12 @@ MIGRATION_LOCK_ID = 0x7075736870
 CLAIM_LOCK_ID = 0x7075736871
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=5,
-                                 max_overflow=5)
+def _sqlite_engine(url: str) -> Engine:
+    sync_url = make_url(url).set(drivername="sqlite")
+    engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False},
+                           pool_size=8, max_overflow=0)
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
         dbapi_conn.isolation_level = None
@@ -40,7 +49,7 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get("pushpool_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -59,12 +68,18 @@ def _run_migrations(sync_conn: Connection) -> None:
 
 
 class Database:
-    """One store: an async engine plus the dialect-specific bits the queries need."""
+    """One store and the way to run a transaction on it (see the module docstring)."""
 
-    def __init__(self, url: str, engine: AsyncEngine):
+    def __init__(self, url: str, *, sync_engine: Engine | None = None,
+                 async_engine: AsyncEngine | None = None):
         self.url = url
-        self.engine = engine
-        self.dialect = engine.dialect.name  # "sqlite" | "postgresql"
+        self._sync_engine = sync_engine
+        self._async_engine = async_engine
+        engine_dialect = (sync_engine or async_engine).dialect  # type: ignore[union-attr]
+        self.dialect: str = engine_dialect.name  # "sqlite" | "postgresql"
+        if sync_engine is not None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="pushpool-db-write")
+            self._readers = ThreadPoolExecutor(4, thread_name_prefix="pushpool-db-read")
 
     @classmethod
     async def connect(cls, url: str, *, migrate: bool = True) -> Database:
@@ -72,44 +87,52 @@ class Database:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = _sqlite_engine(url)
+            db = cls(url, sync_engine=_sqlite_engine(url))
         else:
-            engine = create_async_engine(url, pool_size=10, max_overflow=10,
-                                         pool_pre_ping=True)
-        db = cls(url, engine)
+            db = cls(url, async_engine=create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=True))
         if migrate:
-            await db.migrate()
+            await db.run(_migrate, write=True)
         return db
 
-    async def migrate(self) -> None:
-        async with self.write() as conn:
-            if self.dialect == "postgresql":
-                # Replicas starting together must not run the same migration twice.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                                   {"k": MIGRATION_LOCK_ID})
-            await conn.run_sync(_run_migrations)
+    async def run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
+        """Run ``fn(conn)`` as one transaction: committed if it returns, rolled back if it
+        raises. ``write=True`` for anything that changes the store."""
+        if self._sync_engine is not None:
+            loop = asyncio.get_running_loop()
+            executor = self._writer if write else self._readers
+            return await loop.run_in_executor(executor, self._run_sqlite, fn, write)
+        assert self._async_engine is not None
+        async with self._async_engine.connect() as conn, conn.begin():
+            return await conn.run_sync(fn)
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that will write; committed on success, rolled back on error."""
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(pushpool_write=True)
-            async with conn.begin():
-                yield conn
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+    def _run_sqlite(self, fn: Callable[[Connection], T], write: bool) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.connect() as conn:
+            conn = conn.execution_options(pushpool_write=write)
+            with conn.begin():
+                return fn(conn)
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(5), self.read() as conn:
-                await conn.execute(text("SELECT 1"))
+            async with asyncio.timeout(5):
+                await self.run(lambda conn: conn.execute(text("SELECT 1")))
             return True
         except Exception:  # any failure means "not reachable" to the health check
             log.warning("database ping failed", exc_info=True)
             return False
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._sync_engine is not None:
+            self._writer.shutdown(wait=True)
+            self._readers.shutdown(wait=True)
+            self._sync_engine.dispose()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+
+
+def _migrate(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # Replicas starting together must not run the same migration twice.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+    _run_migrations(conn)

@@ -12,7 +12,7 @@ from typing import Any
 
 import jsonschema
 from sqlalchemy import Row, and_, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from dispatcher import schedules as schedule_math
 from dispatcher import templates
@@ -45,19 +45,19 @@ def _ref_clause(ref: str) -> Any:
     return deployments.c.id == ref
 
 
-async def _with_schedules(conn: AsyncConnection, rows: list[Row[Any]]) -> list[Deployment]:
+def _with_schedules(conn: Connection, rows: list[Row[Any]]) -> list[Deployment]:
     ids = [r.id for r in rows]
     by_deployment: dict[str, list[Schedule]] = defaultdict(list)
-    for s in await conn.execute(select(schedules).where(schedules.c.deployment_id.in_(ids))
-                                .order_by(schedules.c.position)):
+    for s in conn.execute(select(schedules).where(schedules.c.deployment_id.in_(ids))
+                          .order_by(schedules.c.position)):
         by_deployment[s.deployment_id].append(
             Schedule.model_validate({**s.spec, "id": s.id, "active": s.active}))
     return [Deployment.model_validate({**r._mapping, "schedules": by_deployment[r.id]})
             for r in rows]
 
 
-async def deployment_row(conn: AsyncConnection, ref: str) -> Row[Any]:
-    row = (await conn.execute(_select().where(_ref_clause(ref)))).first()
+def deployment_row(conn: Connection, ref: str) -> Row[Any]:
+    row = conn.execute(_select().where(_ref_clause(ref))).first()
     if row is None:
         raise NotFound(f"deployment {ref!r} not found; names look like 'FLOW/DEPLOYMENT' "
                        "(see `pushpool deployment ls`)")
@@ -116,16 +116,17 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
                            "set `command: [...]` (argv list) or `entrypoint: path.py:function`")
     validate_parameters(data.parameter_schema, data.parameters, enforce_required=False)
     queue_name = data.queue_name or "default"
-    now = utcnow()
-    async with db.write() as conn:
-        pool = (await conn.execute(select(work_pools).where(
-            work_pools.c.name == data.pool_name))).first()
+
+    def apply(conn: Connection) -> tuple[Deployment, bool]:
+        now = utcnow()
+        pool = conn.execute(select(work_pools).where(
+            work_pools.c.name == data.pool_name)).first()
         if pool is None:
             raise InvalidInput("pool_name", f"work pool {data.pool_name!r} does not exist",
                                f"create it with `pushpool work-pool create {data.pool_name} "
                                "--type process` or name an existing pool")
-        queue = (await conn.execute(select(work_queues).where(
-            work_queues.c.pool_id == pool.id, work_queues.c.name == queue_name))).first()
+        queue = conn.execute(select(work_queues).where(
+            work_queues.c.pool_id == pool.id, work_queues.c.name == queue_name)).first()
         if queue is None:
             raise InvalidInput("queue_name", f"pool {data.pool_name!r} has no queue "
                                f"{queue_name!r}", f"create it with `pushpool work-queue create "
@@ -133,40 +134,43 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
         check_job_variables(pool.type, pool.base_job_template, data.job_variables)
         values = data.model_dump(exclude={"pool_name", "queue_name", "schedules"})
         values.update(pool_id=pool.id, queue_id=queue.id, updated=now)
-        existing = (await conn.execute(select(deployments.c.id).where(
+        existing = conn.execute(select(deployments.c.id).where(
             deployments.c.flow_name == data.flow_name,
-            deployments.c.name == data.name))).first()
+            deployments.c.name == data.name)).first()
         if existing is None:
             deployment_id = new_id()
-            await conn.execute(insert(deployments).values(id=deployment_id, created=now,
-                                                          **values))
+            conn.execute(insert(deployments).values(id=deployment_id, created=now, **values))
         else:
             deployment_id = existing.id
-            await conn.execute(update(deployments).where(deployments.c.id == deployment_id)
-                               .values(**values))
-            await conn.execute(delete(schedules).where(
-                schedules.c.deployment_id == deployment_id))
-            await drop_future_scheduled_runs(conn, deployment_id)
+            conn.execute(update(deployments).where(deployments.c.id == deployment_id)
+                         .values(**values))
+            conn.execute(delete(schedules).where(schedules.c.deployment_id == deployment_id))
+            drop_future_scheduled_runs(conn, deployment_id)
         if data.schedules:
-            await conn.execute(insert(schedules), [
+            conn.execute(insert(schedules), [
                 {"id": new_id(), "deployment_id": deployment_id, "position": i,
                  "spec": spec.model_dump(mode="json", exclude={"active"}),
                  "active": spec.active}
                 for i, spec in enumerate(data.schedules)])
-        deployment = (await _with_schedules(conn, [await deployment_row(conn, deployment_id)]))[0]
-    return deployment, existing is None
+        deployment = _with_schedules(conn, [deployment_row(conn, deployment_id)])[0]
+        return deployment, existing is None
+
+    return await db.run(apply, write=True)
 
 
-async def drop_future_scheduled_runs(conn: AsyncConnection, deployment_id: str) -> None:
+def drop_future_scheduled_runs(conn: Connection, deployment_id: str) -> None:
     """Schedules changed or paused: forget their not-yet-due runs; the scheduler remakes them."""
-    await conn.execute(delete(runs).where(
+    conn.execute(delete(runs).where(
         runs.c.deployment_id == deployment_id, runs.c.auto_scheduled.is_(True),
         runs.c.state == RunState.SCHEDULED.value, runs.c.scheduled_time > utcnow()))
 
 
+def _get_deployment(conn: Connection, ref: str) -> Deployment:
+    return _with_schedules(conn, [deployment_row(conn, ref)])[0]
+
+
 async def get_deployment(db: Database, ref: str) -> Deployment:
-    async with db.read() as conn:
-        return (await _with_schedules(conn, [await deployment_row(conn, ref)]))[0]
+    return await db.run(lambda conn: _get_deployment(conn, ref))
 
 
 async def list_deployments(db: Database, pool_name: str | None = None,
@@ -176,8 +180,7 @@ async def list_deployments(db: Database, pool_name: str | None = None,
         query = query.where(work_pools.c.name == pool_name)
     if flow_name is not None:
         query = query.where(deployments.c.flow_name == flow_name)
-    async with db.read() as conn:
-        return await _with_schedules(conn, list(await conn.execute(query)))
+    return await db.run(lambda conn: _with_schedules(conn, list(conn.execute(query))))
 
 
 async def update_deployment(db: Database, ref: str, data: DeploymentUpdate) -> Deployment:
@@ -187,19 +190,24 @@ async def update_deployment(db: Database, ref: str, data: DeploymentUpdate) -> D
             values[key] = getattr(data, key)
     if data.clear_concurrency_limit:
         values["concurrency_limit"] = None
-    async with db.write() as conn:
-        row = await deployment_row(conn, ref)
+
+    def change(conn: Connection) -> Deployment:
+        row = deployment_row(conn, ref)
         if values:
-            await conn.execute(update(deployments).where(deployments.c.id == row.id)
-                               .values(**values, updated=utcnow()))
+            conn.execute(update(deployments).where(deployments.c.id == row.id)
+                         .values(**values, updated=utcnow()))
         if data.paused:
-            await drop_future_scheduled_runs(conn, row.id)
-    return await get_deployment(db, row.id)
+            drop_future_scheduled_runs(conn, row.id)
+        return _get_deployment(conn, row.id)
+
+    return await db.run(change, write=True)
 
 
 async def delete_deployment(db: Database, ref: str) -> None:
-    async with db.write() as conn:
-        row = await deployment_row(conn, ref)
-        await conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
-                                              runs.c.state == RunState.SCHEDULED.value))
-        await conn.execute(delete(deployments).where(deployments.c.id == row.id))
+    def remove(conn: Connection) -> None:
+        row = deployment_row(conn, ref)
+        conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
+                                        runs.c.state == RunState.SCHEDULED.value))
+        conn.execute(delete(deployments).where(deployments.c.id == row.id))
+
+    await db.run(remove, write=True)

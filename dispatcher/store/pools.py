@@ -6,8 +6,8 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dispatcher import templates
 from dispatcher.errors import Conflict, InvalidInput, NotFound
@@ -52,30 +52,34 @@ def _check_template(template: dict[str, Any]) -> None:
         raise InvalidInput(exc.field, exc.message, exc.fix) from exc
 
 
-async def _pool_row(conn: AsyncConnection, name: str) -> Row[Any]:
-    row = (await conn.execute(select(work_pools).where(work_pools.c.name == name))).first()
+def _pool_row(conn: Connection, name: str) -> Row[Any]:
+    row = conn.execute(select(work_pools).where(work_pools.c.name == name)).first()
     if row is None:
         raise NotFound(f"work pool {name!r} not found; list pools with `pushpool work-pool ls`")
     return row
 
 
-async def pool_id_by_name(conn: AsyncConnection, name: str) -> str:
-    return str((await _pool_row(conn, name)).id)
+def pool_id_by_name(conn: Connection, name: str) -> str:
+    return str(_pool_row(conn, name).id)
 
 
-async def _pools_with_counts(conn: AsyncConnection, rows: list[Row[Any]]) -> list[WorkPool]:
+def _pools_with_counts(conn: Connection, rows: list[Row[Any]]) -> list[WorkPool]:
     ids = [r.id for r in rows]
     queue_names: dict[str, list[str]] = defaultdict(list)
-    for q in await conn.execute(select(work_queues.c.pool_id, work_queues.c.name)
-                                .where(work_queues.c.pool_id.in_(ids))
-                                .order_by(work_queues.c.priority, work_queues.c.name)):
+    for q in conn.execute(select(work_queues.c.pool_id, work_queues.c.name)
+                          .where(work_queues.c.pool_id.in_(ids))
+                          .order_by(work_queues.c.priority, work_queues.c.name)):
         queue_names[q.pool_id].append(q.name)
-    active = pairs(await conn.execute(
+    active = pairs(conn.execute(
         select(runs.c.pool_id, func.count()).where(runs.c.state.in_(ACTIVE),
                                                    runs.c.pool_id.in_(ids))
         .group_by(runs.c.pool_id)))
     return [WorkPool.model_validate({**r._mapping, "queues": queue_names[r.id],
                                      "active_runs": active.get(r.id, 0)}) for r in rows]
+
+
+def _get_pool(conn: Connection, name: str) -> WorkPool:
+    return _pools_with_counts(conn, [_pool_row(conn, name)])[0]
 
 
 async def create_pool(db: Database, data: WorkPoolCreate,
@@ -88,35 +92,35 @@ async def create_pool(db: Database, data: WorkPoolCreate,
     except templates.TemplateError as exc:
         raise InvalidInput(exc.field if field == "base_job_template" else field,
                            exc.message, exc.fix) from exc
-    now = utcnow()
-    pool_id = new_id()
+
+    def create(conn: Connection) -> WorkPool:
+        now = utcnow()
+        pool_id = new_id()
+        conn.execute(insert(work_pools).values(
+            id=pool_id, name=data.name, type=data.type, description=data.description,
+            base_job_template=template, concurrency_limit=data.concurrency_limit,
+            paused=data.paused, late_after_seconds=data.late_after_seconds,
+            provisioned=provisioned, created=now, updated=now))
+        conn.execute(insert(work_queues).values(
+            id=new_id(), pool_id=pool_id, name="default", priority=1,
+            description="The pool's default queue", paused=False, created=now, updated=now))
+        return _get_pool(conn, data.name)
+
     try:
-        async with db.write() as conn:
-            await conn.execute(insert(work_pools).values(
-                id=pool_id, name=data.name, type=data.type, description=data.description,
-                base_job_template=template, concurrency_limit=data.concurrency_limit,
-                paused=data.paused, late_after_seconds=data.late_after_seconds,
-                provisioned=provisioned, created=now, updated=now))
-            await conn.execute(insert(work_queues).values(
-                id=new_id(), pool_id=pool_id, name="default", priority=1,
-                description="The pool's default queue", paused=False, created=now,
-                updated=now))
+        return await db.run(create, write=True)
     except IntegrityError as exc:
         raise Conflict(f"a work pool named {data.name!r} already exists; pick another name "
                        "or update it with `pushpool work-pool update`",
                        [{"field": "name", "message": "already exists"}]) from exc
-    return await get_pool(db, data.name)
 
 
 async def get_pool(db: Database, name: str) -> WorkPool:
-    async with db.read() as conn:
-        return (await _pools_with_counts(conn, [await _pool_row(conn, name)]))[0]
+    return await db.run(lambda conn: _get_pool(conn, name))
 
 
 async def list_pools(db: Database) -> list[WorkPool]:
-    async with db.read() as conn:
-        rows = list(await conn.execute(select(work_pools).order_by(work_pools.c.name)))
-        return await _pools_with_counts(conn, rows)
+    return await db.run(lambda conn: _pools_with_counts(
+        conn, list(conn.execute(select(work_pools).order_by(work_pools.c.name)))))
 
 
 async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool:
@@ -135,52 +139,57 @@ async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool
         values["paused_reason"] = "paused by a user" if data.paused else None
     if data.late_after_seconds is not None:
         values["late_after_seconds"] = data.late_after_seconds
-    async with db.write() as conn:
-        row = await _pool_row(conn, name)
+
+    def change(conn: Connection) -> WorkPool:
+        row = _pool_row(conn, name)
         if values:
-            await conn.execute(update(work_pools).where(work_pools.c.id == row.id)
-                               .values(**values, updated=utcnow()))
-    return await get_pool(db, name)
+            conn.execute(update(work_pools).where(work_pools.c.id == row.id)
+                         .values(**values, updated=utcnow()))
+        return _get_pool(conn, name)
+
+    return await db.run(change, write=True)
 
 
 async def set_pool_paused(db: Database, name: str, paused: bool, reason: str | None) -> None:
     """Pause or resume with a reason (the engine's circuit breaker uses this too)."""
-    async with db.write() as conn:
-        await conn.execute(update(work_pools).where(work_pools.c.name == name).values(
-            paused=paused, paused_reason=reason if paused else None, updated=utcnow()))
+    await db.run(lambda conn: conn.execute(
+        update(work_pools).where(work_pools.c.name == name).values(
+            paused=paused, paused_reason=reason if paused else None, updated=utcnow())),
+        write=True)
 
 
 async def delete_pool(db: Database, name: str) -> None:
-    async with db.write() as conn:
-        row = await _pool_row(conn, name)
-        active = (await conn.execute(select(func.count()).select_from(runs).where(
-            runs.c.pool_id == row.id, runs.c.state.in_(ACTIVE)))).scalar_one()
+    def remove(conn: Connection) -> None:
+        row = _pool_row(conn, name)
+        active = conn.execute(select(func.count()).select_from(runs).where(
+            runs.c.pool_id == row.id, runs.c.state.in_(ACTIVE))).scalar_one()
         if active:
             raise Conflict(f"work pool {name!r} has {active} active run(s); cancel them first "
                            f"(`pushpool run ls --pool {name}`)")
-        await conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
+        conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
+
+    await db.run(remove, write=True)
 
 
 # ----------------------------------------------------------------------------- queues
 
 
-async def _queue_row(conn: AsyncConnection, pool_id: str, pool_name: str,
-                     name: str) -> Row[Any]:
-    row = (await conn.execute(select(work_queues).where(
-        work_queues.c.pool_id == pool_id, work_queues.c.name == name))).first()
+def _queue_row(conn: Connection, pool_id: str, pool_name: str, name: str) -> Row[Any]:
+    row = conn.execute(select(work_queues).where(
+        work_queues.c.pool_id == pool_id, work_queues.c.name == name)).first()
     if row is None:
         raise NotFound(f"work queue {name!r} not found in pool {pool_name!r}; list them with "
                        f"`pushpool work-queue ls --pool {pool_name}`")
     return row
 
 
-async def _queues(conn: AsyncConnection, where: Any) -> list[WorkQueue]:
-    rows = list(await conn.execute(
+def _queues(conn: Connection, where: Any) -> list[WorkQueue]:
+    rows = list(conn.execute(
         select(work_queues, work_pools.c.name.label("pool_name"))
         .join(work_pools, work_pools.c.id == work_queues.c.pool_id)
         .where(where).order_by(work_pools.c.name, work_queues.c.priority, work_queues.c.name)))
     ids = [r.id for r in rows]
-    active = pairs(await conn.execute(
+    active = pairs(conn.execute(
         select(runs.c.queue_id, func.count()).where(runs.c.state.in_(ACTIVE),
                                                     runs.c.queue_id.in_(ids))
         .group_by(runs.c.queue_id)))
@@ -188,40 +197,45 @@ async def _queues(conn: AsyncConnection, where: Any) -> list[WorkQueue]:
             for r in rows]
 
 
+def _get_queue(conn: Connection, pool_name: str, name: str) -> WorkQueue:
+    row = _queue_row(conn, pool_id_by_name(conn, pool_name), pool_name, name)
+    return _queues(conn, work_queues.c.id == row.id)[0]
+
+
 async def create_queue(db: Database, pool_name: str, data: WorkQueueCreate) -> WorkQueue:
-    now = utcnow()
+    def create(conn: Connection) -> WorkQueue:
+        pool_id = pool_id_by_name(conn, pool_name)
+        priority = data.priority
+        if priority is None:
+            highest = conn.execute(select(func.max(work_queues.c.priority)).where(
+                work_queues.c.pool_id == pool_id)).scalar_one()
+            priority = (highest or 0) + 1
+        now = utcnow()
+        conn.execute(insert(work_queues).values(
+            id=new_id(), pool_id=pool_id, name=data.name, description=data.description,
+            priority=priority, concurrency_limit=data.concurrency_limit, paused=data.paused,
+            created=now, updated=now))
+        return _get_queue(conn, pool_name, data.name)
+
     try:
-        async with db.write() as conn:
-            pool_id = await pool_id_by_name(conn, pool_name)
-            priority = data.priority
-            if priority is None:
-                highest = (await conn.execute(select(func.max(work_queues.c.priority)).where(
-                    work_queues.c.pool_id == pool_id))).scalar_one()
-                priority = (highest or 0) + 1
-            await conn.execute(insert(work_queues).values(
-                id=new_id(), pool_id=pool_id, name=data.name, description=data.description,
-                priority=priority, concurrency_limit=data.concurrency_limit,
-                paused=data.paused, created=now, updated=now))
+        return await db.run(create, write=True)
     except IntegrityError as exc:
         raise Conflict(f"pool {pool_name!r} already has a queue named {data.name!r}; "
                        "pick another name", [{"field": "name", "message": "already exists"}]
                        ) from exc
-    return await get_queue(db, pool_name, data.name)
 
 
 async def get_queue(db: Database, pool_name: str, name: str) -> WorkQueue:
-    async with db.read() as conn:
-        pool_id = await pool_id_by_name(conn, pool_name)
-        row = await _queue_row(conn, pool_id, pool_name, name)
-        return (await _queues(conn, work_queues.c.id == row.id))[0]
+    return await db.run(lambda conn: _get_queue(conn, pool_name, name))
 
 
 async def list_queues(db: Database, pool_name: str | None = None) -> list[WorkQueue]:
-    async with db.read() as conn:
+    def read(conn: Connection) -> list[WorkQueue]:
         if pool_name is None:
-            return await _queues(conn, work_queues.c.id.is_not(None))
-        pool_id = await pool_id_by_name(conn, pool_name)
-        return await _queues(conn, work_queues.c.pool_id == pool_id)
+            return _queues(conn, work_queues.c.id.is_not(None))
+        return _queues(conn, work_queues.c.pool_id == pool_id_by_name(conn, pool_name))
+
+    return await db.run(read)
 
 
 async def update_queue(db: Database, pool_name: str, name: str,
@@ -232,28 +246,32 @@ async def update_queue(db: Database, pool_name: str, name: str,
             values[key] = getattr(data, key)
     if data.clear_concurrency_limit:
         values["concurrency_limit"] = None
-    async with db.write() as conn:
-        pool_id = await pool_id_by_name(conn, pool_name)
-        row = await _queue_row(conn, pool_id, pool_name, name)
+
+    def change(conn: Connection) -> WorkQueue:
+        row = _queue_row(conn, pool_id_by_name(conn, pool_name), pool_name, name)
         if values:
-            await conn.execute(update(work_queues).where(work_queues.c.id == row.id)
-                               .values(**values, updated=utcnow()))
-    return await get_queue(db, pool_name, name)
+            conn.execute(update(work_queues).where(work_queues.c.id == row.id)
+                         .values(**values, updated=utcnow()))
+        return _get_queue(conn, pool_name, name)
+
+    return await db.run(change, write=True)
 
 
 async def delete_queue(db: Database, pool_name: str, name: str) -> None:
     if name == "default":
         raise Conflict("the default queue cannot be deleted; delete the pool instead")
-    async with db.write() as conn:
-        pool_id = await pool_id_by_name(conn, pool_name)
-        row = await _queue_row(conn, pool_id, pool_name, name)
-        used = (await conn.execute(select(func.count()).select_from(deployments).where(
-            deployments.c.queue_id == row.id))).scalar_one()
+
+    def remove(conn: Connection) -> None:
+        row = _queue_row(conn, pool_id_by_name(conn, pool_name), pool_name, name)
+        used = conn.execute(select(func.count()).select_from(deployments).where(
+            deployments.c.queue_id == row.id)).scalar_one()
         if used:
             raise Conflict(f"queue {name!r} is used by {used} deployment(s); move them to "
                            "another queue first")
-        active = (await conn.execute(select(func.count()).select_from(runs).where(
-            runs.c.queue_id == row.id, runs.c.state.in_(ACTIVE)))).scalar_one()
+        active = conn.execute(select(func.count()).select_from(runs).where(
+            runs.c.queue_id == row.id, runs.c.state.in_(ACTIVE))).scalar_one()
         if active:
             raise Conflict(f"queue {name!r} has {active} active run(s); cancel them first")
-        await conn.execute(delete(work_queues).where(work_queues.c.id == row.id))
+        conn.execute(delete(work_queues).where(work_queues.c.id == row.id))
+
+    await db.run(remove, write=True)

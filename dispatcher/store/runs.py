@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dispatcher import templates
 from dispatcher.errors import Conflict, InvalidInput, NotFound
@@ -21,7 +23,7 @@ from dispatcher.models import (
     can_transition,
     display_state,
 )
-from dispatcher.store.common import new_id, utcnow
+from dispatcher.store.common import new_id, pairs, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.deployments import deployment_row, validate_parameters
 from dispatcher.store.tables import (
@@ -48,7 +50,11 @@ def _select() -> Any:
 
 
 def _to_run(row: Row[Any], now: datetime, history: list[StateRecord] | None = None) -> Run:
-    mapping = dict(row._mapping)
+    return _to_run_values(dict(row._mapping), now, history)
+
+
+def _to_run_values(mapping: dict[str, Any], now: datetime,
+                   history: list[StateRecord] | None = None) -> Run:
     state = RunState(mapping["state"])
     key = mapping.get("idempotency_key")
     if key and key.startswith(f"api:{mapping['deployment_id']}:"):
@@ -73,16 +79,17 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
                      idempotency_key: str | None = None) -> tuple[Run, bool]:
     """A run of a deployment; the same idempotency key returns the same run."""
-    async with db.read() as conn:
-        dep = await deployment_row(conn, deployment_ref)
-        pool = (await conn.execute(select(work_pools).where(
-            work_pools.c.id == dep.pool_id))).one()
-    if idempotency_key is not None:
+
+    def read(conn: Connection) -> tuple[Row[Any], Row[Any], str | None, Run | None]:
+        dep = deployment_row(conn, deployment_ref)
+        pool = conn.execute(select(work_pools).where(work_pools.c.id == dep.pool_id)).one()
         # Keys are scoped to the deployment: the same key elsewhere is another run.
-        idempotency_key = f"api:{dep.id}:{idempotency_key}"
-        existing = await _run_by_key(db, idempotency_key)
-        if existing is not None:
-            return existing, False
+        key = None if idempotency_key is None else f"api:{dep.id}:{idempotency_key}"
+        return dep, pool, key, (None if key is None else _run_by_key(conn, key))
+
+    dep, pool, key, existing = await db.run(read)
+    if existing is not None:
+        return existing, False
     parameters = {**dep.parameters, **data.parameters}
     validate_parameters(dep.parameter_schema, parameters, enforce_required=True)
     rendered = resolve_run_job(pool.base_job_template, dep.job_variables, data.job_variables)
@@ -92,43 +99,51 @@ async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
     if scheduled.tzinfo is None:
         raise InvalidInput("scheduled_time", "time has no time zone",
                            "give an RFC 3339 time such as 2026-01-01T09:00:00Z")
+    values = dict(
+        id=run_id, name=data.name or f"{dep.name}-{run_id[:8]}", deployment_id=dep.id,
+        pool_id=dep.pool_id, queue_id=dep.queue_id, state=RunState.SCHEDULED.value,
+        state_message="created", scheduled_time=scheduled, parameters=parameters,
+        job_variables=data.job_variables, job_configuration=rendered, attempt=0,
+        idempotency_key=key, auto_scheduled=False, created=now, updated=now)
+    first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
+                        message=f"scheduled for {scheduled.isoformat()}")
+
+    def insert_run(conn: Connection) -> None:
+        conn.execute(insert(runs).values(**values))
+        conn.execute(insert(run_states).values(run_id=run_id, **first.model_dump()))
+
     try:
-        async with db.write() as conn:
-            await conn.execute(insert(runs).values(
-                id=run_id, name=data.name or f"{dep.name}-{run_id[:8]}",
-                deployment_id=dep.id, pool_id=dep.pool_id, queue_id=dep.queue_id,
-                state=RunState.SCHEDULED.value, state_message="created",
-                scheduled_time=scheduled, parameters=parameters,
-                job_variables=data.job_variables, job_configuration=rendered, attempt=0,
-                idempotency_key=idempotency_key, auto_scheduled=False, created=now,
-                updated=now))
-            await conn.execute(insert(run_states).values(
-                run_id=run_id, state=RunState.SCHEDULED.value,
-                message=f"scheduled for {scheduled.isoformat()}", timestamp=now))
+        await db.run(insert_run, write=True)
     except IntegrityError:
-        if idempotency_key is not None:  # lost a race with the same key
-            existing = await _run_by_key(db, idempotency_key)
+        if key is not None:  # lost a race with the same key
+            existing = await db.run(lambda conn: _run_by_key(conn, key))
             if existing is not None:
                 return existing, False
         raise
-    return await get_run(db, run_id), True
+    # Built from what was just written: no second read on this hot path.
+    run = _to_run_values({**values, "pool_name": pool.name, "queue_name": dep.queue_name,
+                          "deployment_name": f"{dep.flow_name}/{dep.name}",
+                          "late_after_seconds": pool.late_after_seconds}, now, [first])
+    return run, True
 
 
-async def _run_by_key(db: Database, key: str) -> Run | None:
-    async with db.read() as conn:
-        row = (await conn.execute(_select().where(runs.c.idempotency_key == key))).first()
-    return None if row is None else await get_run(db, row.id)
+def _run_by_key(conn: Connection, key: str) -> Run | None:
+    row = conn.execute(select(runs.c.id).where(runs.c.idempotency_key == key)).first()
+    return None if row is None else read_run(conn, row.id)
+
+
+def read_run(conn: Connection, run_id: str) -> Run:
+    row = conn.execute(_select().where(runs.c.id == run_id)).first()
+    if row is None:
+        raise NotFound(f"run {run_id!r} not found; list runs with `pushpool run ls`")
+    history = [StateRecord.model_validate(h._mapping) for h in conn.execute(
+        select(run_states.c.state, run_states.c.timestamp, run_states.c.message)
+        .where(run_states.c.run_id == run_id).order_by(run_states.c.id))]
+    return _to_run(row, utcnow(), history)
 
 
 async def get_run(db: Database, run_id: str) -> Run:
-    async with db.read() as conn:
-        row = (await conn.execute(_select().where(runs.c.id == run_id))).first()
-        if row is None:
-            raise NotFound(f"run {run_id!r} not found; list runs with `pushpool run ls`")
-        history = [StateRecord.model_validate(h._mapping) for h in await conn.execute(
-            select(run_states.c.state, run_states.c.timestamp, run_states.c.message)
-            .where(run_states.c.run_id == run_id).order_by(run_states.c.id))]
-    return _to_run(row, utcnow(), history)
+    return await db.run(lambda conn: read_run(conn, run_id))
 
 
 async def list_runs(db: Database, *, state: RunState | None = None,
@@ -140,109 +155,153 @@ async def list_runs(db: Database, *, state: RunState | None = None,
         query = query.where(runs.c.state == state.value)
     if pool_name is not None:
         query = query.where(work_pools.c.name == pool_name)
-    async with db.read() as conn:
+
+    def read(conn: Connection) -> list[Run]:
+        selected = query
         if deployment_ref is not None:
-            query = query.where(runs.c.deployment_id == (
-                await deployment_row(conn, deployment_ref)).id)
-        rows = list(await conn.execute(query))
-    now = utcnow()
-    return [_to_run(r, now) for r in rows]
+            selected = selected.where(
+                runs.c.deployment_id == deployment_row(conn, deployment_ref).id)
+        now = utcnow()
+        return [_to_run(r, now) for r in conn.execute(selected)]
+
+    return await db.run(read)
 
 
 async def set_run_state(db: Database, run_id: str, state: RunState,
                         message: str | None = None, **fields: Any) -> Run | None:
     """Move a run if the state machine allows it; None if it had already moved on."""
-    async with db.write() as conn:
-        moved = await transition(conn, run_id, state, message, **fields)
-    return await get_run(db, run_id) if moved else None
+    def change(conn: Connection) -> Run | None:
+        moved = transition(conn, run_id, state, message, **fields)
+        return read_run(conn, run_id) if moved else None
+
+    return await db.run(change, write=True)
 
 
-async def transition(conn: AsyncConnection, run_id: str, state: RunState,
+@dataclass(frozen=True)
+class StateChange:
+    run_id: str
+    state: RunState
+    message: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # e.g. exit_code, infra_id
+
+
+def transition(conn: Connection, run_id: str, state: RunState,
                      message: str | None = None, **fields: Any) -> bool:
     """Compare-and-set one run's state inside the caller's transaction, with history."""
-    query = select(runs.c.state).where(runs.c.id == run_id)
+    moved = transition_many(conn, [StateChange(run_id, state, message, fields)])
+    return bool(moved)
+
+
+def transition_many(conn: Connection, changes: list[StateChange]) -> list[str]:
+    """Apply state changes in order (a run may move twice, e.g. RUNNING then COMPLETED);
+    changes the state machine refuses are skipped. Returns the ids that moved."""
+    query = select(runs.c.id, runs.c.state).where(
+        runs.c.id.in_({c.run_id for c in changes}))
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    current = (await conn.execute(query)).scalar_one_or_none()
-    if current is None:
-        raise NotFound(f"run {run_id!r} not found")
-    if not can_transition(RunState(current), state):
-        return False
+    current = pairs(conn.execute(query))
+    missing = {c.run_id for c in changes} - set(current)
+    if missing:
+        raise NotFound(f"run {sorted(missing)[0]!r} not found")
     now = utcnow()
-    values: dict[str, Any] = {"state": state.value, "state_message": message, "updated": now,
-                              **fields}
-    if state is RunState.RUNNING:
-        values.setdefault("started_at", now)
-    if state in FINAL_STATES:
-        values.setdefault("ended_at", now)
-        values.update(lease_owner=None, lease_expires=None)
-    await conn.execute(update(runs).where(runs.c.id == run_id, runs.c.state == current)
-                       .values(**values))
-    await conn.execute(insert(run_states).values(run_id=run_id, state=state.value,
-                                                 message=message, timestamp=now))
-    return True
+    original = dict(current)
+    final_values: dict[str, dict[str, Any]] = {}  # one UPDATE per run, however many steps
+    history: list[dict[str, Any]] = []
+    moved: list[str] = []
+    for change in changes:
+        before = RunState(current[change.run_id])
+        if not can_transition(before, change.state):
+            continue
+        values = final_values.setdefault(change.run_id, {})
+        values.update({"state": change.state.value, "state_message": change.message,
+                       "updated": now, **change.fields})
+        if change.state is RunState.RUNNING:
+            values.setdefault("started_at", now)
+        if change.state in FINAL_STATES:
+            values.setdefault("ended_at", now)
+            values.update(lease_owner=None, lease_expires=None)
+        history.append({"run_id": change.run_id, "state": change.state.value,
+                        "message": change.message, "timestamp": now})
+        current[change.run_id] = change.state.value
+        if change.run_id not in moved:
+            moved.append(change.run_id)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for run_id, values in final_values.items():
+        groups[tuple(sorted(values))].append(
+            {**{f"v_{k}": v for k, v in values.items()}, "_id": run_id,
+             "_before": original[run_id]})
+    for keys, rows in groups.items():
+        # One executemany per column set (bind names must differ from column names).
+        columns: dict[str, Any] = {k: bindparam(f"v_{k}") for k in keys}
+        conn.execute(update(runs).where(runs.c.id == bindparam("_id"),
+                                              runs.c.state == bindparam("_before"))
+                           .values(**columns), rows)
+    if history:
+        conn.execute(insert(run_states), history)
+    return moved
 
 
 async def cancel_run(db: Database, run_id: str) -> Run:
     """SCHEDULED runs end at once; submitted ones go CANCELLING until the provider stops them."""
-    async with db.write() as conn:
-        row = (await conn.execute(select(runs.c.state, runs.c.infra_id, runs.c.lease_owner)
-                                  .where(runs.c.id == run_id))).first()
+    def cancel(conn: Connection) -> Run:
+        row = conn.execute(select(runs.c.state).where(runs.c.id == run_id)).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found; list runs with `pushpool run ls`")
         state = RunState(row.state)
         if state in FINAL_STATES:
             raise Conflict(f"run {run_id} is already {state.value}; nothing to cancel")
         if state is RunState.SCHEDULED:
-            await transition(conn, run_id, RunState.CANCELLED, "cancelled before it started")
+            transition(conn, run_id, RunState.CANCELLED, "cancelled before it started")
         elif state is not RunState.CANCELLING:
-            await transition(conn, run_id, RunState.CANCELLING, "cancellation requested")
-    return await get_run(db, run_id)
+            transition(conn, run_id, RunState.CANCELLING, "cancellation requested")
+        return read_run(conn, run_id)
+
+    return await db.run(cancel, write=True)
 
 
 async def append_logs(db: Database, run_id: str, lines: list[LogLine],
                       cursor: str | None = None) -> None:
-    async with db.write() as conn:
-        await append_logs_in(conn, {run_id: (lines, cursor)})
+    await db.run(lambda conn: append_logs_in(conn, {run_id: (lines, cursor)}), write=True)
 
 
-async def append_logs_in(conn: AsyncConnection,
-                         batches: dict[str, tuple[list[LogLine], str | None]]) -> None:
+def append_logs_in(conn: Connection,
+                   batches: dict[str, tuple[list[LogLine], str | None]]) -> None:
     """Store many runs' new log lines and their provider cursors in one transaction."""
     rows = [{"run_id": run_id, "timestamp": line.timestamp, "stream": line.stream,
              "message": line.message}
             for run_id, (lines, _) in batches.items() for line in lines]
     if rows:
-        await conn.execute(insert(run_logs), rows)
-    for run_id, (_, cursor) in batches.items():
-        if cursor is not None:
-            await conn.execute(update(runs).where(runs.c.id == run_id).values(log_cursor=cursor))
+        conn.execute(insert(run_logs), rows)
+    cursors = [{"_id": run_id, "v_cursor": cursor}
+               for run_id, (_, cursor) in batches.items() if cursor is not None]
+    if cursors:
+        conn.execute(update(runs).where(runs.c.id == bindparam("_id"))
+                     .values(log_cursor=bindparam("v_cursor")), cursors)
 
 
 async def read_logs(db: Database, run_id: str, *, after_id: int = 0,
                     limit: int = MAX_PAGE) -> list[LogEntry]:
-    async with db.read() as conn:
-        exists = (await conn.execute(select(runs.c.id).where(runs.c.id == run_id))).first()
-        if exists is None:
+    def read(conn: Connection) -> list[LogEntry]:
+        if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise NotFound(f"run {run_id!r} not found; list runs with `pushpool run ls`")
-        rows = await conn.execute(select(run_logs).where(
+        rows = conn.execute(select(run_logs).where(
             run_logs.c.run_id == run_id, run_logs.c.id > after_id)
             .order_by(run_logs.c.id).limit(min(limit, MAX_PAGE)))
         return [LogEntry.model_validate(r._mapping) for r in rows]
 
+    return await db.run(read)
+
 
 async def preview_pool(db: Database, name: str, limit: int = 20) -> list[Run]:
     """The next runs due in a pool, soonest first."""
-    async with db.read() as conn:
-        pool = (await conn.execute(select(work_pools.c.id).where(
-            work_pools.c.name == name))).first()
+    def read(conn: Connection) -> list[Run]:
+        pool = conn.execute(select(work_pools.c.id).where(work_pools.c.name == name)).first()
         if pool is None:
             raise NotFound(f"work pool {name!r} not found; list pools with "
                            "`pushpool work-pool ls`")
-        rows = list(await conn.execute(_select().where(
+        now = utcnow()
+        return [_to_run(r, now) for r in conn.execute(_select().where(
             runs.c.pool_id == pool.id, runs.c.state == RunState.SCHEDULED.value)
-            .order_by(runs.c.scheduled_time).limit(min(limit, MAX_PAGE))))
-    now = utcnow()
-    return [_to_run(r, now) for r in rows]
+            .order_by(runs.c.scheduled_time).limit(min(limit, MAX_PAGE)))]
 
-
+    return await db.run(read)

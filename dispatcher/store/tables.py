@@ -150,6 +150,7 @@ runs = Table(
     Column("lease_owner", String(100)),
     Column("lease_expires", UTCDateTime),
     Column("log_cursor", Text),
+    Column("result", JSONType),  # the flow's return value, reported by its runtime
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
@@ -176,4 +177,12 @@ run_logs = Table(
     Column("stream", String(20), nullable=False),
     Column("message", Text, nullable=False),
     Index("ix_run_logs_run_id_id", "run_id", "id"),
+)
+
+# Secrets the replicas share through the database (e.g. the run-token signing key).
+server_secrets = Table(
+    "server_secrets", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
 )
