@@ -229,3 +229,20 @@ async def test_pool_limit_holds_while_runs_are_active(pool: Database) -> None:
     finally:
         await eng.stop()
 
+
+
+async def test_stop_hands_back_unstarted_claims_and_keeps_started_ones_leased(
+        pool: Database) -> None:
+    STATE.hang = True
+    eng = Engine(pool, fast_settings(submit_concurrency=1, submit_timeout_seconds=0.5))
+    await eng.start()
+    first, _ = await store.create_run(pool, "f/d", RunCreate())
+    second, _ = await store.create_run(pool, "f/d", RunCreate(
+        scheduled_time=utcnow() + timedelta(milliseconds=1)))
+    eng.wake()
+    await wait_for(lambda: eng.dispatcher.is_in_flight(second.id), what="both claimed")
+    await eng.stop()
+    began, waiting = await store.get_run(pool, first.id), await store.get_run(pool, second.id)
+    assert began.state is RunState.PENDING and began.infra_id is None  # lease expires, retried
+    assert waiting.state is RunState.SCHEDULED
+    assert "dispatcher stopped" in (waiting.state_message or "")

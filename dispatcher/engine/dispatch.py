@@ -42,6 +42,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._began: set[str] = set()  # runs whose provider submit was called at least once
         self._bounds: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.submit_concurrency))
         self._records: asyncio.Queue[SubmissionRecord] = asyncio.Queue()
@@ -66,6 +67,13 @@ class Dispatcher:
         if claim_loop:
             with contextlib.suppress(asyncio.CancelledError):
                 await claim_loop
+        # Runs whose submit never began go back to SCHEDULED, claimable at once. Runs whose
+        # submit began keep their lease: the next claim retries with the same attempt, so an
+        # idempotent provider finds what this one may have made.
+        unstarted = {rid: t for rid, t in self._in_flight.items() if rid not in self._began}
+        for task in unstarted.values():
+            task.cancel()
+        await asyncio.gather(*unstarted.values(), return_exceptions=True)
         if self._in_flight:
             _, pending = await asyncio.wait(list(self._in_flight.values()),
                                             timeout=self.settings.submit_timeout_seconds)
@@ -73,6 +81,12 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._flush_records()
+        try:
+            await store.release_claims(self.db, self.owner, list(unstarted),
+                                       "handed back: the dispatcher stopped before submitting")
+        except Exception:
+            log.exception("could not hand back %d claimed run(s); their leases will expire",
+                          len(unstarted))
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks[1:], return_exceptions=True)
@@ -106,7 +120,10 @@ class Dispatcher:
         return len(claimed)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.pop(task.get_name().removeprefix("submit-"), None)
+        run_id = task.get_name().removeprefix("submit-")
+        self._in_flight.pop(run_id, None)
+        if not self._stopping:
+            self._began.discard(run_id)
 
     async def _seconds_until_next(self) -> float:
         try:
@@ -141,6 +158,7 @@ class Dispatcher:
             attempt += 1
             try:
                 async with self._bounds[run.pool_type]:
+                    self._began.add(run.run_id)
                     submission = await asyncio.wait_for(
                         provider.submit(spec), timeout=self.settings.submit_timeout_seconds)
             except PermanentProviderError as exc:

@@ -37,6 +37,7 @@ class RecordingState:
     permanent: dict[str, str] = field(default_factory=dict)  # run id -> error message
     default_phase: InfraPhase = InfraPhase.RUNNING
     cancels: list[str] = field(default_factory=list)
+    hang: bool = False  # submits never answer (until cancelled)
     submitted_event: asyncio.Event | None = None
 
     def reset(self) -> None:
@@ -64,6 +65,8 @@ class RecordingProvider:
         RecordingConfig.model_validate(dict(config))
 
     async def submit(self, spec: JobSpec) -> Submission:
+        if STATE.hang:
+            await asyncio.Event().wait()
         if spec.run_id in STATE.permanent:
             raise PermanentProviderError(STATE.permanent[spec.run_id])
         if STATE.retryable_failures[spec.run_id] > 0:
