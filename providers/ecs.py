@@ -1,0 +1,647 @@
+"""The ecs:push adapter: runs on AWS ECS Fargate, one task per run, no worker in between.
+
+``PROVIDER`` is what the registry loads for pool type ``ecs:push``. Submitting finds or
+registers the task definition for the run's content (``ecs_taskdef``), then calls
+RunTask with a clientToken derived from the run and attempt, through a per-region
+adaptive token bucket (``ecs_ratelimit``). Status is DescribeTasks in batches of 100 per
+cluster; EventBridge task-state events map to the same statuses
+(``ecs_events.parse_task_state_change``). Provisioning lives in ``ecs_provision``.
+
+Settings come from ``PUSHPOOL_ECS_*`` environment variables (see ``EcsSettings``);
+this module may import boto3, and the registry imports it only when an ECS pool is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from providers.base import (
+    InfraPhase,
+    InfraStatus,
+    JobSpec,
+    LogBatch,
+    PermanentProviderError,
+    ProviderConfig,
+    ProvisionPlan,
+    ProvisionStep,
+    RetryableProviderError,
+    Submission,
+)
+from providers.ecs_aws import (
+    AwsClients,
+    Connection,
+    code_of,
+    message_of,
+    retrying,
+    tag_list,
+)
+from providers.ecs_config import (
+    DEFAULT_CONTAINER_NAME,
+    EcsConfig,
+    aws_units,
+    fargate_size,
+    parse_config,
+    raw_image,
+)
+from providers.ecs_config import default_base_job_template as _default_template
+from providers.ecs_config import validate_config as _validate_config
+from providers.ecs_deprovision import deprovision as _deprovision
+from providers.ecs_events import (
+    STARTED_BY_PREFIX,
+    cluster_name,
+    console_url,
+    make_infra_id,
+    missing_status,
+    parse_infra_id,
+    parse_task_state_change,
+    task_id,
+    task_status,
+)
+from providers.ecs_logs import LogReader
+from providers.ecs_network import NetworkDefaults
+from providers.ecs_provision import provision as _provision
+from providers.ecs_ratelimit import AdaptiveTokenBucket
+from providers.ecs_taskdef import (
+    AUTO_DEREGISTER_TAG,
+    TaskDefinitions,
+    build_task_definition,
+    clean_tags,
+    merge_raw,
+    tag_value,
+)
+
+__all__ = ["PROVIDER", "EcsProvider", "EcsSettings", "client_token", "parse_task_state_change",
+           "started_by_for"]
+
+MAX_OVERRIDES_CHARS = 8192  # RunTask's limit on the overrides structure
+DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
+SEEN_TASKS = 20000  # task views kept for logs()
+CANCEL_REASON = "Cancelled by pushpool"
+_STARTED_BY_UNSAFE = re.compile(r"[^A-Za-z0-9_/-]")
+
+
+@dataclass(frozen=True)
+class EcsSettings:
+    """Tunables, read from ``PUSHPOOL_ECS_<FIELD>`` (e.g. PUSHPOOL_ECS_RUN_TASK_RATE=10)."""
+
+    run_task_rate: float = 20.0  # RunTask calls per second per account+region (Fargate: 20)
+    run_task_burst: float = 100.0  # bucket size (Fargate launch burst: 100)
+    run_task_min_rate: float = 1.0  # throttling never slows RunTask below this
+    max_workers: int = 32  # threads for boto3 calls
+    submit_attempts: int = 3  # RunTask tries inside one submit() before RetryableProviderError
+    backoff_base: float = 0.25
+    backoff_cap: float = 4.0
+    register_attempts: int = 6  # RegisterTaskDefinition tries (throttled per family)
+    find_existing: str = "retries"  # look for the run's task before RunTask: retries|always
+    missing_grace_seconds: float = 60.0  # MISSING right after RunTask is ECS's lag, not a crash
+    log_page_size: int = 10000
+    # GetLogEvents has a low account-wide quota; reads beyond this budget are skipped
+    # (no lines, same cursor) and happen on a later poll.
+    log_read_rate: float = 10.0
+    log_read_burst: float = 20.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EcsSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"PUSHPOOL_ECS_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default: Any = f.default
+            kind = type(default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"PUSHPOOL_ECS_{f.name.upper()}: {raw!r} is not a "
+                                 f"{kind.__name__}") from None
+        settings = cls(**values)
+        if settings.find_existing not in ("retries", "always"):
+            raise ValueError("PUSHPOOL_ECS_FIND_EXISTING: use 'retries' or 'always'")
+        return settings
+
+
+def client_token(run_id: str, attempt: int) -> str:
+    """RunTask's idempotency token for one attempt of one run (≤ 64 printable ASCII)."""
+    token = f"pushpool-{run_id}-{attempt}"
+    if len(token) <= 64 and all(33 <= ord(c) <= 126 for c in token):
+        return token
+    digest = hashlib.sha256(f"{run_id}:{attempt}".encode()).hexdigest()[:40]
+    return f"pushpool-{digest}-{attempt}"[:64]
+
+
+def started_by_for(run_id: str) -> str:
+    """``startedBy`` naming the run (≤ 128 of letters, digits, '-', '_', '/')."""
+    safe = _STARTED_BY_UNSAFE.sub("-", run_id)
+    if safe != run_id or len(safe) > 100:
+        safe = f"{safe[:100]}-{hashlib.sha256(run_id.encode()).hexdigest()[:10]}"
+    return f"{STARTED_BY_PREFIX}{safe}"
+
+
+def _connection(cfg: EcsConfig) -> Connection:
+    creds = cfg.credentials
+    return Connection(region=cfg.region, endpoint_url=cfg.endpoint_url,
+                      profile=creds.profile if creds else None,
+                      role_arn=creds.role_arn if creds else None,
+                      external_id=creds.external_id if creds else None,
+                      session_name=creds.session_name if creds else None)
+
+
+def _cluster_ref(task_arn: str, cluster: str) -> str:
+    """The cluster ARN from the task's ARN (same partition/account), else the name."""
+    parts = task_arn.split(":")
+    if len(parts) >= 6 and parts[0] == "arn":
+        return f"arn:{parts[1]}:ecs:{parts[3]}:{parts[4]}:cluster/{cluster_name(cluster)}"
+    return cluster
+
+
+class EcsProvider:
+    """AWS ECS Fargate push pools (``ecs:push``)."""
+
+    pool_type: ClassVar[str] = "ecs:push"
+    config_model: ClassVar[type[ProviderConfig]] = EcsConfig
+    # Fargate takes tens of seconds to start a task and DescribeTasks is batched; with
+    # EventBridge events feeding the API, polling is only the fallback.
+    poll_interval: ClassVar[float] = float(os.environ.get("PUSHPOOL_ECS_POLL_INTERVAL") or 5.0)
+
+    def __init__(self, settings: EcsSettings | None = None):
+        self.settings = settings or EcsSettings.from_env()
+        self.aws = AwsClients(max_workers=self.settings.max_workers)
+        self.task_definitions = TaskDefinitions(
+            self.aws, register_attempts=self.settings.register_attempts,
+            backoff_base=self.settings.backoff_base * 2, backoff_cap=self.settings.backoff_cap)
+        self._buckets: dict[Connection, AdaptiveTokenBucket] = {}
+        self._connections: dict[tuple[str, str], Connection] = {}
+        self._region_connections: dict[str, Connection] = {}
+        self.network = NetworkDefaults(self.aws)
+        self.log_reader = LogReader(self.aws)
+        self._containers: dict[str, str] = {}  # task definition ARN -> first container
+        self._submitted: dict[str, float] = {}  # task ARN -> monotonic time of RunTask
+        # The last DescribeTasks/RunTask view of each task, so a first logs() call
+        # right after a status poll needs no DescribeTasks of its own.
+        self._seen: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
+        self._log_buckets: dict[Connection, AdaptiveTokenBucket] = {}
+        self._arns_in_use: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ configuration
+
+    def default_base_job_template(self) -> dict[str, Any]:
+        return _default_template()
+
+    def validate_config(self, config: Mapping[str, Any]) -> None:
+        cfg = _validate_config(config)
+        if cfg.region:
+            self._remember(_connection(cfg), cfg.cluster or "default")
+
+    def remember_connection(self, config: Mapping[str, Any]) -> None:
+        """Note a pool's endpoint and identity for status/cancel/logs of its runs.
+
+        infra ids carry region, cluster and task, not how to reach them; submit() records
+        this by itself. A dispatcher that restarts with runs in flight on a pool using a
+        custom endpoint or identity calls this once per ECS pool with its rendered
+        configuration (pools on the default credential chain need nothing).
+        """
+        cfg = parse_config(config)
+        self._remember(_connection(cfg), cfg.cluster or "default")
+
+    def rate_limiter(self, region: str, config: Mapping[str, Any] | None = None
+                     ) -> AdaptiveTokenBucket:
+        """The RunTask token bucket of a region (for inspection and tests)."""
+        conn = _connection(parse_config(config or {}))
+        return self._bucket(dataclasses.replace(conn, region=region))
+
+    def _remember(self, conn: Connection, cluster: str) -> None:
+        if conn.region:
+            self._connections[(conn.region, cluster_name(cluster))] = conn
+            self._region_connections[conn.region] = conn
+
+    def _connection_for(self, region: str, cluster: str) -> Connection:
+        return (self._connections.get((region, cluster_name(cluster)))
+                or self._region_connections.get(region) or Connection(region=region))
+
+    def _bucket(self, conn: Connection) -> AdaptiveTokenBucket:
+        bucket = self._buckets.get(conn)
+        if bucket is None:
+            bucket = AdaptiveTokenBucket(self.settings.run_task_rate,
+                                         self.settings.run_task_burst,
+                                         min_rate=self.settings.run_task_min_rate)
+            self._buckets[conn] = bucket
+        return bucket
+
+    @staticmethod
+    def _config(config: Mapping[str, Any]) -> EcsConfig:
+        try:
+            return parse_config(config)
+        except ValueError as exc:
+            raise PermanentProviderError(f"invalid ecs:push job configuration: {exc}") from None
+
+    # ------------------------------------------------------------------ submit
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        cfg = self._config(spec.config)
+        conn = await self.aws.resolve(_connection(cfg))
+        region = str(conn.region)
+        cluster = cfg.cluster or "default"
+        self._remember(conn, cluster)
+        started_by = started_by_for(spec.run_id)
+        if spec.attempt > 1 or self.settings.find_existing == "always":
+            # A crash can fall between RunTask and recording its answer; a retry must
+            # adopt that task, not start a second one.
+            found = await self._find_existing(conn, cluster, started_by)
+            if found is not None:
+                return self._submission(region, found)
+        request = await self._run_task_request(spec, cfg, conn, cluster, started_by)
+        arn = str(request["taskDefinition"])
+        self._arns_in_use[arn] += 1
+        try:
+            task = await self._run_task(conn, request, cluster, started_by, spec.attempt)
+        except PermanentProviderError as exc:
+            if cfg.task_definition_arn or "inactive" not in message_of(exc).lower():
+                raise
+            # Another replica deregistered it after we cached it: register again, once.
+            self.task_definitions.forget(arn)
+            request = await self._run_task_request(spec, cfg, conn, cluster, started_by)
+            task = await self._run_task(conn, request, cluster, started_by, spec.attempt)
+        finally:
+            self._arns_in_use[arn] -= 1
+            if self._arns_in_use[arn] <= 0:
+                del self._arns_in_use[arn]
+        self._submitted[str(task["taskArn"])] = time.monotonic()
+        self._prune_submitted()
+        self._saw(task)
+        return self._submission(region, task)
+
+    @staticmethod
+    def _submission(region: str, task: Mapping[str, Any]) -> Submission:
+        arn, cluster = str(task["taskArn"]), str(task["clusterArn"])
+        return Submission(make_infra_id(region, cluster, arn), console_url(region, cluster, arn))
+
+    async def _run_task_request(self, spec: JobSpec, cfg: EcsConfig, conn: Connection,
+                                cluster: str, started_by: str) -> dict[str, Any]:
+        region = str(conn.region)
+        raw = cfg.task_definition
+        overrides: dict[str, Any] = {}
+        try:
+            cpu_wanted = spec.cpu or cfg.cpu or aws_units(raw.get("cpu"), "cpu")
+            memory_wanted = spec.memory or cfg.memory or aws_units(raw.get("memory"), "memory")
+            if cfg.task_definition_arn:
+                if spec.image or cfg.image:
+                    raise ValueError(
+                        "image: cannot be combined with task_definition_arn (ECS cannot "
+                        "override an existing task definition's image); remove one of them")
+                definition_arn = cfg.task_definition_arn
+                container = cfg.container_name or await self._first_container(
+                    conn, definition_arn)
+                if cpu_wanted or memory_wanted:
+                    cpu, memory = fargate_size(cpu_wanted, memory_wanted)
+                    overrides.update(cpu=str(cpu), memory=str(memory))
+            else:
+                image = spec.image or cfg.image or raw_image(raw, cfg.container_name)
+                if not image:
+                    raise ValueError("image: no container image is set; set image in the "
+                                     "deployment or task_definition_arn in the pool")
+                cpu, memory = fargate_size(cpu_wanted, memory_wanted)
+                body = build_task_definition(cfg, image=image, cpu=cpu, memory=memory,
+                                             region=region, pool_name=spec.pool_name)
+                container = cfg.container_name or DEFAULT_CONTAINER_NAME
+                definition_arn = await self.task_definitions.ensure(conn, body)
+        except ValueError as exc:
+            raise PermanentProviderError(str(exc)) from None
+
+        container_override: dict[str, Any] = {"name": container}
+        command = spec.command or cfg.command
+        if command:
+            container_override["command"] = list(command)
+        env = {**cfg.env, **spec.env}
+        environment = [{"name": k, "value": v} for k, v in env.items() if v is not None]
+        if environment:
+            container_override["environment"] = environment
+        overrides["containerOverrides"] = [container_override]
+        if cfg.task_role_arn:
+            overrides["taskRoleArn"] = cfg.task_role_arn
+        size = len(json.dumps(overrides))
+        if size > MAX_OVERRIDES_CHARS:
+            raise PermanentProviderError(
+                f"env/command: the RunTask overrides are {size} characters and ECS allows "
+                f"{MAX_OVERRIDES_CHARS}; move large values into the task definition "
+                "(task_definition.containerDefinitions[].environment) or secrets")
+
+        tags = clean_tags(
+            {"pushpool:run-id": spec.run_id, "pushpool:pool": spec.pool_name,
+             "pushpool:attempt": str(spec.attempt)},
+            {"pushpool:deployment-id": spec.deployment_id} if spec.deployment_id else {},
+            cfg.labels, spec.labels, cfg.tags)
+        request: dict[str, Any] = {
+            "cluster": cluster,
+            "taskDefinition": definition_arn,
+            "count": 1,
+            "startedBy": started_by,
+            "clientToken": client_token(spec.run_id, spec.attempt),
+            "networkConfiguration": await self.network.awsvpc(conn, cfg),
+            "overrides": overrides,
+            "tags": tag_list(tags),
+        }
+        if cfg.capacity_provider_strategy:
+            request["capacityProviderStrategy"] = [
+                item.model_dump() for item in cfg.capacity_provider_strategy]
+        elif cfg.launch_type == "FARGATE_SPOT":
+            request["capacityProviderStrategy"] = [{"capacityProvider": "FARGATE_SPOT",
+                                                    "weight": 1}]
+        else:
+            request["launchType"] = "FARGATE"
+        if cfg.platform_version:
+            request["platformVersion"] = cfg.platform_version
+        return merge_raw(request, cfg.task_run_request)
+
+    async def _run_task(self, conn: Connection, request: dict[str, Any], cluster: str,
+                        started_by: str, attempt: int) -> Mapping[str, Any]:
+        bucket = self._bucket(conn)
+
+        async def once() -> Mapping[str, Any]:
+            await bucket.acquire()
+            answer = await self.aws.call(conn, "ecs", "run_task", **request)
+            bucket.on_success()
+            tasks = answer.get("tasks") or []
+            if tasks:
+                return tasks[0]
+            raise _failures_error(answer.get("failures") or [])
+
+        try:
+            return await retrying(once, attempts=self.settings.submit_attempts,
+                                  base=self.settings.backoff_base,
+                                  cap=self.settings.backoff_cap, on_throttle=bucket.on_throttle)
+        except PermanentProviderError as exc:
+            if code_of(exc) != "ConflictException":
+                raise
+            # Same clientToken, other parameters (say the run's env was rendered again
+            # after a lost answer): this attempt already has its task, live or finished.
+            found = await self._find_existing(conn, cluster, started_by, attempt=attempt)
+            if found is None:
+                raise PermanentProviderError(
+                    f"{exc}; no task of this attempt was found, so the run was not started "
+                    "again with the new parameters") from exc
+            return found
+
+    async def _find_existing(self, conn: Connection, cluster: str, started_by: str, *,
+                             attempt: int | None = None) -> Mapping[str, Any] | None:
+        """A task this run already started: any live one, or (given ``attempt``) the one
+        of that attempt, live or stopped."""
+        arns: list[str] = []
+        for desired in ("RUNNING",) if attempt is None else ("RUNNING", "STOPPED"):
+            answer = await self.aws.call(conn, "ecs", "list_tasks", cluster=cluster,
+                                         startedBy=started_by, desiredStatus=desired)
+            arns += [a for a in answer.get("taskArns") or [] if a not in arns]
+        if not arns:
+            return None
+        described = await self.aws.call(conn, "ecs", "describe_tasks", cluster=cluster,
+                                        tasks=arns[:DESCRIBE_BATCH], include=["TAGS"])
+        tasks = described.get("tasks") or []
+        if attempt is not None:
+            tasks = [t for t in tasks
+                     if tag_value(t.get("tags"), "pushpool:attempt") == str(attempt)]
+        else:
+            tasks = [t for t in tasks if t.get("lastStatus") != "STOPPED"]
+        tasks.sort(key=lambda t: t.get("lastStatus") == "STOPPED")  # live ones first
+        return tasks[0] if tasks else None
+
+    async def _first_container(self, conn: Connection, definition_arn: str) -> str:
+        name = self._containers.get(definition_arn)
+        if name is None:
+            answer = await self.aws.call(conn, "ecs", "describe_task_definition",
+                                         taskDefinition=definition_arn)
+            containers = answer["taskDefinition"].get("containerDefinitions") or []
+            essential = [c for c in containers if c.get("essential", True)] or containers
+            if not essential:
+                raise PermanentProviderError(
+                    f"task_definition_arn: {definition_arn} has no containers")
+            name = str(essential[0]["name"])
+            self._containers[definition_arn] = name
+        return name
+
+    def _saw(self, task: Mapping[str, Any]) -> None:
+        arn = str(task.get("taskArn") or "")
+        self._seen[arn] = task
+        self._seen.move_to_end(arn)
+        while len(self._seen) > SEEN_TASKS:
+            self._seen.popitem(last=False)
+
+    def _prune_submitted(self) -> None:
+        if len(self._submitted) < 10000:
+            return
+        horizon = time.monotonic() - self.settings.missing_grace_seconds
+        for arn in [a for a, t in self._submitted.items() if t < horizon]:
+            del self._submitted[arn]
+
+    # ------------------------------------------------------------------ status
+
+    async def status(self, infra_id: str) -> InfraStatus:
+        answer = await self.status_many([infra_id])
+        if infra_id not in answer:
+            raise RetryableProviderError(f"no status for {infra_id} yet; try again")
+        return answer[infra_id]
+
+    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
+        """Statuses by DescribeTasks, ≤ 100 tasks per call, calls per cluster in parallel.
+
+        Ids whose cluster could not be read for a transient reason are left out (ask
+        again later); if every call failed that way the error is raised.
+        """
+        result: dict[str, InfraStatus] = {}
+        groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+        for infra_id in infra_ids:
+            try:
+                region, cluster, arn = parse_infra_id(infra_id)
+            except PermanentProviderError as exc:
+                result[infra_id] = InfraStatus(InfraPhase.CRASHED, None, str(exc))
+                continue
+            groups.setdefault((region, cluster, _cluster_ref(arn, cluster)), []).append(
+                (infra_id, arn))
+        calls = []
+        for (region, cluster, ref), members in groups.items():
+            conn = self._connection_for(region, cluster)
+            for start in range(0, len(members), DESCRIBE_BATCH):
+                calls.append(self._describe_batch(conn, ref, members[start:start
+                                                                        + DESCRIBE_BATCH]))
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        transient: list[BaseException] = []
+        for outcome in outcomes:
+            if isinstance(outcome, RetryableProviderError):
+                transient.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                result.update(outcome)
+        if transient and len(transient) == len(outcomes):
+            raise transient[0]
+        return result
+
+    async def _describe_batch(self, conn: Connection, cluster: str,
+                              members: list[tuple[str, str]]) -> dict[str, InfraStatus]:
+        try:
+            answer = await self.aws.call(conn, "ecs", "describe_tasks", cluster=cluster,
+                                         tasks=[arn for _, arn in members])
+        except PermanentProviderError as exc:
+            if code_of(exc) != "ClusterNotFoundException":
+                raise
+            return {infra_id: InfraStatus(InfraPhase.CRASHED, None, str(exc))
+                    for infra_id, _ in members}
+        by_arn = {t["taskArn"]: t for t in answer.get("tasks") or []}
+        by_id = {task_id(a): t for a, t in by_arn.items()}
+        failures = {f.get("arn"): f for f in answer.get("failures") or []}
+        now = time.monotonic()
+        out: dict[str, InfraStatus] = {}
+        for infra_id, arn in members:
+            task = by_arn.get(arn) or by_id.get(task_id(arn))
+            if task is not None:
+                self._saw(task)
+                out[infra_id] = task_status(task)
+                continue
+            submitted = self._submitted.get(arn)
+            if submitted is not None and now - submitted < self.settings.missing_grace_seconds:
+                out[infra_id] = InfraStatus(InfraPhase.PENDING)  # ECS reads lag RunTask
+                continue
+            failure = failures.get(arn) or {}
+            out[infra_id] = missing_status(failure.get("reason"))
+        return out
+
+    # ------------------------------------------------------------------ cancel / cleanup
+
+    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
+        """StopTask. ECS sends SIGTERM, then SIGKILL after the container's stopTimeout
+        (so ``grace_seconds`` is set in the task definition, not here)."""
+        region, cluster, arn = parse_infra_id(infra_id)
+        conn = self._connection_for(region, cluster)
+        try:
+            await self.aws.call(conn, "ecs", "stop_task", cluster=_cluster_ref(arn, cluster),
+                                task=arn, reason=CANCEL_REASON)
+        except PermanentProviderError as exc:
+            if _is_gone(exc):
+                return  # already gone: nothing to stop
+            raise
+
+    async def cleanup(self, infra_id: str) -> None:
+        """Deregister the run's task definition if it is marked for it and no task of
+        its family still runs in the cluster."""
+        region, cluster, arn = parse_infra_id(infra_id)
+        conn = self._connection_for(region, cluster)
+        ref = _cluster_ref(arn, cluster)
+        task = await self._describe_one(conn, ref, arn)
+        if task is None:
+            return
+        definition_arn = str(task.get("taskDefinitionArn") or "")
+        if not definition_arn or self._arns_in_use.get(definition_arn):
+            return
+        answer = await self.aws.call(conn, "ecs", "describe_task_definition",
+                                     taskDefinition=definition_arn, include=["TAGS"])
+        definition = answer.get("taskDefinition") or {}
+        if definition.get("status") != "ACTIVE":
+            return
+        if tag_value(answer.get("tags"), AUTO_DEREGISTER_TAG) != "true":
+            return
+        running = await self.aws.call(conn, "ecs", "list_tasks", cluster=ref,
+                                      family=definition["family"], desiredStatus="RUNNING")
+        others = [a for a in running.get("taskArns") or [] if a != arn]
+        if others:
+            described = await self.aws.call(conn, "ecs", "describe_tasks", cluster=ref,
+                                            tasks=others[:DESCRIBE_BATCH])
+            if any(t.get("lastStatus") != "STOPPED" for t in described.get("tasks") or []):
+                return
+        await self.aws.call(conn, "ecs", "deregister_task_definition",
+                            taskDefinition=definition_arn)
+        self.task_definitions.forget(definition_arn)
+
+    async def _describe_one(self, conn: Connection, cluster: str,
+                            arn: str) -> Mapping[str, Any] | None:
+        try:
+            answer = await self.aws.call(conn, "ecs", "describe_tasks", cluster=cluster,
+                                         tasks=[arn])
+        except PermanentProviderError as exc:
+            if _is_gone(exc):
+                return None
+            raise
+        tasks = answer.get("tasks") or []
+        return tasks[0] if tasks else None
+
+    # ------------------------------------------------------------------ logs
+
+    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
+        """One page of the task's CloudWatch log stream after ``cursor`` (see
+        ``ecs_logs``); one GetLogEvents per call, ``log_page_size`` lines at most."""
+        region, cluster, arn = parse_infra_id(infra_id)
+        conn = self._connection_for(region, cluster)
+        budget = self._log_buckets.get(conn)
+        if budget is None:
+            budget = AdaptiveTokenBucket(self.settings.log_read_rate,
+                                         self.settings.log_read_burst, min_rate=0.5)
+            self._log_buckets[conn] = budget
+        if not budget.try_acquire():
+            return LogBatch([], cursor)  # over the GetLogEvents budget: next poll
+        ref = _cluster_ref(arn, cluster)
+
+        async def describe() -> Mapping[str, Any] | None:
+            return self._seen.get(arn) or await self._describe_one(conn, ref, arn)
+
+        try:
+            batch = await self.log_reader.read(conn, arn, cursor, describe,
+                                               self.settings.log_page_size)
+        except RetryableProviderError as exc:
+            if not exc.throttled:
+                raise
+            budget.on_throttle()
+            return LogBatch([], cursor)
+        budget.on_success()
+        return batch
+
+    # ------------------------------------------------------------------ provisioning
+
+    async def provision(self, pool_name: str, options: Mapping[str, Any], apply: bool = False,
+                        *, on_step: Callable[[ProvisionStep], None] | None = None
+                        ) -> ProvisionPlan:
+        """See ``ecs_provision.provision``."""
+        return await _provision(self.aws, pool_name, options, apply,
+                                             on_step=on_step)
+
+    async def deprovision(self, pool_name: str, provisioned: Mapping[str, Any],
+                          apply: bool = False, *,
+                          on_step: Callable[[ProvisionStep], None] | None = None
+                          ) -> ProvisionPlan:
+        """See ``ecs_deprovision.deprovision``."""
+        return await _deprovision(self.aws, pool_name, provisioned, apply,
+                                               on_step=on_step)
+
+    async def close(self) -> None:
+        self.aws.close()
+
+
+def _failures_error(failures: list[Mapping[str, Any]]) -> Exception:
+    """RunTask's ``failures``: capacity shortages are retryable, the rest are not."""
+    if not failures:
+        return RetryableProviderError("ECS RunTask failed: no task and no failure reason")
+    failure = failures[0]
+    reason = str(failure.get("reason") or "")
+    detail = str(failure.get("detail") or "")
+    text = f"ECS RunTask failed: {reason}" + (f": {detail}" if detail else "")
+    if failure.get("arn"):
+        text += f" ({failure['arn']})"
+    transient = (reason.startswith("RESOURCE") or reason == "AGENT"
+                 or "capacity" in (reason + detail).lower())
+    return RetryableProviderError(text) if transient else PermanentProviderError(text)
+
+
+def _is_gone(exc: BaseException) -> bool:
+    code, message = code_of(exc), message_of(exc).lower()
+    return (code == "ClusterNotFoundException"
+            or (code == "InvalidParameterException" and "not found" in message))
+
+
+PROVIDER = EcsProvider()

@@ -1,0 +1,87 @@
+"""Reading a run's CloudWatch logs page by page (events put into moto by the test)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+
+import pytest
+
+from providers.base import PermanentProviderError
+from providers.ecs import EcsProvider
+from providers.ecs_events import parse_infra_id
+from tests.fakes.ecs_testing import Aws, fast_settings
+
+pytest_plugins = ["tests.ecs_fixtures"]
+
+
+def put_lines(aws: Aws, group: str, stream: str, count: int, start: int = 0) -> None:
+    logs = aws.client("logs")
+    base = int(time.time() * 1000)
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+        {"timestamp": base + i, "message": f"line {i}\n"} for i in range(start, start + count)])
+
+
+async def test_logs_are_read_in_pages_with_the_cursor(ecs_aws: Aws) -> None:
+    provider = EcsProvider(fast_settings(log_page_size=10))
+    try:
+        submission = await provider.submit(ecs_aws.spec())
+        task = parse_infra_id(submission.infra_id)[2].rsplit("/", 1)[-1]
+        # What the awslogs driver would write: <prefix>/<container>/<task id>.
+        logs = ecs_aws.client("logs")
+        logs.create_log_group(logGroupName="/pushpool/ecs")
+        stream = f"pushpool/pushpool/{task}"
+
+        empty = await provider.logs(submission.infra_id, None)  # no stream yet
+        assert empty.lines == [] and empty.cursor is not None
+
+        logs.create_log_stream(logGroupName="/pushpool/ecs", logStreamName=stream)
+        put_lines(ecs_aws, "/pushpool/ecs", stream, 25)
+        seen: list[str] = []
+        cursor: str | None = empty.cursor
+        sizes = []
+        for _ in range(4):
+            batch = await provider.logs(submission.infra_id, cursor)
+            sizes.append(len(batch.lines))
+            seen += [line.message for line in batch.lines]
+            assert all(line.timestamp.tzinfo is UTC for line in batch.lines)
+            cursor = batch.cursor
+        assert sizes == [10, 10, 5, 0]
+        assert seen == [f"line {i}" for i in range(25)]
+
+        put_lines(ecs_aws, "/pushpool/ecs", stream, 3, start=25)
+        more = await provider.logs(submission.infra_id, cursor)
+        assert [line.message for line in more.lines] == ["line 25", "line 26", "line 27"]
+        # RunTask's answer named the definition; the cursor carries the stream since.
+        assert ecs_aws.server.calls("DescribeTasks") == 0
+        assert ecs_aws.server.calls("DescribeTaskDefinition") == 2  # lookup + logs
+    finally:
+        await provider.close()
+
+
+async def test_no_awslogs_means_no_logs(ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
+    config = ecs_aws.config(cloudwatch_logs={"enabled": False})
+    submission = await ecs_provider.submit(ecs_aws.spec(config=config))
+    batch = await ecs_provider.logs(submission.infra_id, None)
+    assert batch.lines == [] and batch.cursor is None
+
+
+async def test_bad_cursor_is_a_clear_error(ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
+    submission = await ecs_provider.submit(ecs_aws.spec())
+    with pytest.raises(PermanentProviderError, match="not an ECS log cursor"):
+        await ecs_provider.logs(submission.infra_id, "garbage")
+
+
+async def test_log_reads_stay_within_their_budget(ecs_aws: Aws) -> None:
+    provider = EcsProvider(fast_settings(log_read_rate=0.001, log_read_burst=2))
+    try:
+        submission = await provider.submit(ecs_aws.spec())
+        first = await provider.logs(submission.infra_id, None)
+        ecs_aws.server.add_fault("GetLogEvents", "throttle")
+        throttled = await provider.logs(submission.infra_id, first.cursor)
+        assert throttled.lines == [] and throttled.cursor == first.cursor
+        skipped = await provider.logs(submission.infra_id, first.cursor)  # budget spent
+        assert skipped.lines == [] and skipped.cursor == first.cursor
+        assert ecs_aws.server.calls("GetLogEvents") == 2
+    finally:
+        await provider.close()
