@@ -99,6 +99,9 @@ class NoopProvider:
     async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
         return LogBatch([], cursor)
 
+    def remember_connection(self, config: Mapping[str, Any]) -> None:
+        return None  # nothing to reach but this host
+
     async def cleanup(self, infra_id: str) -> None:
         return None
 

@@ -153,7 +153,13 @@ class Provider(Protocol):
 
     async def logs(self, infra_id: str, cursor: str | None) -> LogBatch: ...
 
-    async def cleanup(self, infra_id: str) -> None: ...
+    async def cleanup(self, infra_id: str) -> None:
+        """Release what a final run leaves behind (the dispatcher calls it once it ends)."""
+
+    def remember_connection(self, config: Mapping[str, Any]) -> None:
+        """Note how to reach a run's infrastructure (endpoint, identity) from its rendered
+        configuration; the watcher calls it for each run it follows, so status, cancel and
+        logs work after a restart, when no submit has happened in this process."""
 
     async def provision(
         self, pool_name: str, options: Mapping[str, Any], apply: bool

@@ -427,6 +427,9 @@ class ProcessProvider:
     async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
         return read_logs(_run_dir(infra_id), cursor)
 
+    def remember_connection(self, config: Mapping[str, Any]) -> None:
+        return None  # nothing to reach but this host
+
     async def cleanup(self, infra_id: str) -> None:
         """Remove the run directory once the run is final; a running run is left alone."""
         run_dir = _run_dir(infra_id)

@@ -92,6 +92,8 @@ class Watcher:
         self._resume_after = ""
         self._sweep_types: set[str] = set()
         self._unavailable: dict[str, str] = {}
+        self._connected: set[str] = set()  # runs whose provider knows how to reach them
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -107,6 +109,8 @@ class Watcher:
         # Cancels already sent keep going at the provider; don't wait for their grace.
         for task in self._cancelling.values():
             task.cancel()
+        if self._cleanups:
+            await asyncio.wait(self._cleanups, timeout=5)
 
     async def _loop(self) -> None:
         while True:
@@ -148,7 +152,9 @@ class Watcher:
             elif pool_type in self._sweep_types:
                 changes.update(await self._watch_group(provider, group, now))
         if changes:
-            await self._apply(changes)
+            await self._apply(changes, {
+                r.run_id: (provider, r.infra_id) for r in watched
+                if r.infra_id and (provider := providers[r.pool_type]) is not None})
         self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
         if self._resume_after:
             return 0.0
@@ -166,6 +172,10 @@ class Watcher:
                            now: datetime) -> dict[str, Change]:
         changes: dict[str, Change] = {}
         submitted = [r for r in group if r.infra_id]
+        for run in submitted:
+            if run.run_id not in self._connected and run.job_configuration is not None:
+                provider.remember_connection(run.job_configuration)
+                self._connected.add(run.run_id)
         for run in group:
             if run.infra_id is None and run.state is RunState.CANCELLING and \
                     not self.is_in_flight(run.run_id) and \
@@ -232,7 +242,8 @@ class Watcher:
 
         self._cancelling[run.run_id] = asyncio.create_task(cancel())
 
-    async def _apply(self, changes: dict[str, Change]) -> None:
+    async def _apply(self, changes: dict[str, Change],
+                     infra_ids: dict[str, tuple[Provider, str]]) -> None:
         steps: list[StateChange] = []
         for run_id, change in changes.items():
             if change.state is None:
@@ -252,5 +263,19 @@ class Watcher:
         for run_id in ended:
             self._timed_out.discard(run_id)
             self._cancelling.pop(run_id, None)
+            self._connected.discard(run_id)
+            if (infra := infra_ids.get(run_id)) is not None:
+                self._clean_up(infra[0], infra[1])
         if ended:
             self.on_final()
+
+    def _clean_up(self, provider: Provider, infra_id: str) -> None:
+        async def clean() -> None:
+            try:
+                await provider.cleanup(infra_id)
+            except Exception as exc:  # leftovers cost money or disk, never correctness
+                log.warning("cleanup of %s failed: %s", infra_id, exc)
+
+        task = asyncio.create_task(clean())
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)

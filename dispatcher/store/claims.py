@@ -342,6 +342,7 @@ class WatchedRun:
     log_cursor: str | None
     lease_owner: str | None
     lease_expires: datetime | None
+    job_configuration: dict[str, Any] | None
 
 
 async def runs_to_watch(db: Database, *, after_id: str = "",
@@ -352,7 +353,8 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
         rows = conn.execute(
             select(runs.c.id, runs.c.state, work_pools.c.type, runs.c.infra_id,
                    runs.c.started_at, runs.c.created, runs.c.timeout_seconds,
-                   runs.c.log_cursor, runs.c.lease_owner, runs.c.lease_expires)
+                   runs.c.log_cursor, runs.c.lease_owner, runs.c.lease_expires,
+                   runs.c.job_configuration)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
             .where(runs.c.state.in_(ACTIVE), runs.c.id > after_id,
                    or_(runs.c.infra_id.is_not(None),
@@ -360,7 +362,7 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
             .order_by(runs.c.id).limit(limit))
         return [WatchedRun(r.id, RunState(r.state), r.type, r.infra_id, r.started_at,
                            r.created, r.timeout_seconds, r.log_cursor, r.lease_owner,
-                           r.lease_expires) for r in rows]
+                           r.lease_expires, r.job_configuration) for r in rows]
 
     return await db.run(read)
 
