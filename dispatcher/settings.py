@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 4300
     api_token: SecretStr | None = Field(default=None, description="Bearer token for every route")
+    events_secret: SecretStr | None = Field(
+        default=None, description="Shared secret that provider event pushes must send")
     secret_key: SecretStr | None = Field(default=None, description="Encrypts stored credentials")
 
     # Engine

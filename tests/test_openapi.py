@@ -63,6 +63,8 @@ async def test_health_is_public_and_everything_else_needs_the_token(
     public = {(method, path) for path, item in document["paths"].items()
               for method, operation in item.items() if operation.get("security") == []}
     assert public == {("get", "/api/health")}
+    events = document["paths"]["/api/events/aws/ecs"]["post"]
+    assert events["security"] == [{"eventsSecret": []}]
 
 
 async def test_every_operation_is_described_and_errors_use_the_error_schema(

@@ -24,6 +24,7 @@ from dispatcher.models import RunState
 REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearer"
 RUN_TOKEN_SCHEME = "runToken"
+EVENTS_SCHEME = "eventsSecret"
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ERROR_DESCRIPTIONS = {
@@ -129,7 +130,9 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
         responses[str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"),
                                   "content": {"application/json": {"schema": error_ref}}}
     operation["responses"] = responses
-    if route.public:
+    if route.events_secret:
+        operation["security"] = [{EVENTS_SCHEME: []}]
+    elif route.public:
         operation["security"] = []
     elif route.run_token:
         operation["security"] = [{SECURITY_SCHEME: []}, {RUN_TOKEN_SCHEME: []}]
@@ -158,7 +161,11 @@ def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
                 RUN_TOKEN_SCHEME: {
                     "type": "http", "scheme": "bearer",
                     "description": "PUSHPOOL_RUN_TOKEN, which a run's job gets: valid for "
-                                   "that run's state and logs only, until it expires"}},
+                                   "that run's state and logs only, until it expires"},
+                EVENTS_SCHEME: {
+                    "type": "apiKey", "in": "header", "name": "X-Pushpool-Events-Secret",
+                    "description": "PUSHPOOL_EVENTS_SECRET, sent by provider event pushes "
+                                   "(an EventBridge API destination, say)"}},
         },
         "security": [{SECURITY_SCHEME: []}],
     }

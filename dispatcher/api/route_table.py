@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dispatcher.api import routes_deployments as deployments
+from dispatcher.api import routes_events as events
 from dispatcher.api import routes_meta as meta
 from dispatcher.api import routes_pools as pools
 from dispatcher.api import routes_runs as runs
@@ -105,6 +106,11 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/webhooks/deployments/{flow}/{name}", deployments.webhook,
           "Start a run now from any JSON object; its 'parameters' become the run's",
           body=WebhookPayload, response=Run, status=202, idempotency_key=True),
+    # provider events (authenticated by their own shared secret, not the API token)
+    Route("POST", "/api/events/aws/ecs", events.ecs_task_state_change,
+          "An EventBridge 'ECS Task State Change' event, as AWS sends it",
+          body=events.EventBridgeEvent, response=events.ProviderEventResult, status=202,
+          errors=(401, 403), public=True, events_secret=True),
     # runs
     Route("GET", "/api/runs", runs.list_runs, "List runs", response=Run,
           many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, LIMIT, OFFSET)),

@@ -68,6 +68,7 @@ class Route:
     idempotency_key: bool = False  # reads the Idempotency-Key header
     public: bool = False  # needs no API token
     run_token: bool = False  # also takes the {id} run's own token; the handler checks it
+    events_secret: bool = False  # public to the API token; the handler checks its own secret
 
 
 # ---------------------------------------------------------------------------- parsing
