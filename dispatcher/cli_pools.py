@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher.cli_client import client_from_env, segment
+from dispatcher.cli_client import ApiError, client_from_env, segment
 from dispatcher.cli_output import (
     CliError,
     Output,
@@ -85,13 +85,18 @@ def pool_create(
     description: Annotated[str | None, typer.Option(help="What the pool is for.")] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
     provision_infra: Annotated[bool, typer.Option(
-        "--provision-infra", help="Create the cloud resources the pool needs.")] = False,
+        "--provision-infra", help="Create the cloud resources the pool needs (with your "
+                                  "own credentials), after showing the plan.")] = False,
+    region: Annotated[str | None, typer.Option(
+        help="Cloud region for --provision-infra (default: your SDK's).")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(
+        help="API endpoint for --provision-infra (VPC endpoints, emulators).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="Credentials profile for --provision-infra.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
     = False,
 ) -> None:
     """Create a work pool."""
-    if provision_infra:
-        provision_pool(name, pool_type, yes)
     body: dict[str, Any] = {"name": name, "type": pool_type, "paused": paused}
     if description is not None:
         body["description"] = description
@@ -100,19 +105,28 @@ def pool_create(
     if base_job_template is not None:
         body["base_job_template"] = read_template_file(base_job_template)
     with client_from_env() as client:
+        if provision_infra:
+            from dispatcher import cli_provision
+
+            options = {k: v for k, v in {"region": region, "endpoint_url": endpoint_url,
+                                         "profile": profile}.items() if v}
+            template = body.get("base_job_template") or client.get(
+                f"/pool-types/{segment(pool_type)}/base-job-template")
+            body["base_job_template"], body["provisioned"] = cli_provision.provision(
+                name, pool_type, options, yes, template)
+            try:
+                client.get(_pool_path(name))
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+            else:  # a rerun: the infrastructure was checked, the pool is there
+                say(f"Work pool {name!r} already exists; its infrastructure is in place.",
+                    "green")
+                return
         pool = client.post("/work-pools", json=body)
     say(f"Created work pool {pool['name']!r}!", "green")
     if pool.get("paused"):
         say(f"It is paused; resume it with `pushpool work-pool resume {pool['name']}`")
-
-
-def provision_pool(name: str, pool_type: str, yes: bool) -> None:
-    """``--provision-infra``: not wired to the API yet (the lead connects provider.provision)."""
-    del name, yes
-    raise CliError(f"provisioning is not available for type {pool_type}",
-                   None if pool_type == "process"
-                   else "create the cloud resources yourself and reference them in "
-                        "--base-job-template")
 
 
 @pool_app.command("ls")
@@ -205,6 +219,9 @@ def pool_resume(name: PoolName) -> None:
 @pool_app.command("delete")
 def pool_delete(
     name: PoolName,
+    deprovision_infra: Annotated[bool, typer.Option(
+        "--deprovision-infra", help="Also remove the cloud resources --provision-infra made "
+                                    "(only those).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
     = False,
 ) -> None:
@@ -212,6 +229,10 @@ def pool_delete(
     if not yes and not typer.confirm(f"Are you sure you want to delete work pool {name!r}?"):
         raise CliError(f"work pool {name!r} was not deleted", exit_code=1)
     with client_from_env() as client:
+        if deprovision_infra:
+            from dispatcher import cli_provision
+
+            cli_provision.deprovision(name, client.get(_pool_path(name)), yes)
         client.delete(_pool_path(name))
     say(f"Deleted work pool {name!r}", "green")
 

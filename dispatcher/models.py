@@ -7,14 +7,50 @@ These are what the store returns, the API serialises, and the CLI prints. Input 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+from dispatcher import redaction
+
+# \Z, not $: in Python "$" also matches before a trailing newline ("pool\n" is no name).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 NAME_RULE = "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+# ---------------------------------------------------------------------------- input limits
+# What one request may hold (README, "Limits"). The API caps the body as a whole at 1 MiB
+# and 64 levels of nesting (dispatcher/api/routing.py) before any of these apply.
+MAX_NAME_LENGTH = 100
+MAX_TEXT_LENGTH = 64 * 1024  # one string: a description, an env or label value, an argv item
+MAX_SHORT_TEXT_LENGTH = 1024  # image, entrypoint, version, cron, time zone, ...
+MAX_ENV_VARS = 500  # entries of a job's ``env`` variable
+MAX_LABELS = 200  # entries of a job's ``labels`` variable, and a deployment's tags
+MAX_COMMAND_ARGS = 1000
+MAX_SCHEDULES = 100
+MAX_PARAMETERS_BYTES = 64 * 1024  # parameters as JSON: a job gets them in one env variable
+MAX_COUNT = 1_000_000  # concurrency limits and priorities
+MAX_SECONDS = 10 * 366 * 24 * 3600  # intervals and thresholds: ten years
+
+# The JSON Schema form of the rules above: the OpenAPI document states them, the
+# validators below enforce them with messages that say how to fix the value.
+Name = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1,
+                                      "maxLength": MAX_NAME_LENGTH,
+                                      "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"})]
+Count = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_COUNT})]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH)]
+RefName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]  # names an object
 
 
 class RunState(enum.StrEnum):
@@ -73,9 +109,59 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+# What happens to runs a deployment missed (dispatcher down, pool paused) and to runs that
+# would overlap one still active; see dispatcher/store/missed_runs.py.
+CatchupPolicy = Literal["all", "latest", "none"]
+OverlapPolicy = Literal["allow", "skip", "cancel-previous"]
+DEFAULT_SUBMIT_DEADLINE_SECONDS = 3600.0
+
+
 def _check_limit(value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise ValueError("must be a positive integer (or omit it for no limit)")
+    if value is not None and not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"must be a positive integer up to {MAX_COUNT} (or omit it for no "
+                         "limit)")
+    return value
+
+
+def _check_entries(variables: dict[str, Any], name: str, limit: int, what: str) -> None:
+    entries = variables.get(name)
+    if not isinstance(entries, dict):
+        return  # the pool's variable schema decides what else is allowed
+    if len(entries) > limit:
+        raise ValueError(f"{name} has {len(entries)} {what}, more than the limit of {limit}; "
+                         "send fewer (keep bulk data in a file or a secret store)")
+    for key, value in entries.items():
+        if len(key) > MAX_NAME_LENGTH * 2:
+            raise ValueError(f"{name}: the name {key[:40]!r}... is longer than "
+                             f"{MAX_NAME_LENGTH * 2} characters; use a shorter name")
+        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+            raise ValueError(f"{name}.{key} is {len(value)} characters long, more than the "
+                             f"limit of {MAX_TEXT_LENGTH} (64 KiB); pass large values as a "
+                             "file or a reference instead")
+
+
+def _no_redacted_secrets(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    found = redaction.redacted_path(value)
+    if found:
+        raise ValueError(f"{found} is {redaction.REDACTED!r}, the placeholder the API shows "
+                         "instead of a secret; send the real value")
+    return value
+
+
+def _check_job_variables(value: dict[str, Any]) -> dict[str, Any]:
+    """At most MAX_ENV_VARS env entries and MAX_LABELS labels, each value at most 64 KiB."""
+    _check_entries(value, "env", MAX_ENV_VARS, "variables")
+    _check_entries(value, "labels", MAX_LABELS, "labels")
+    _no_redacted_secrets(value)
+    return value
+
+
+def _check_parameters(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > MAX_PARAMETERS_BYTES:
+        raise ValueError(f"parameters are {size} bytes as JSON, more than the limit of "
+                         f"{MAX_PARAMETERS_BYTES} (64 KiB); pass large inputs by reference "
+                         "(a URL or a path) instead")
     return value
 
 
@@ -84,7 +170,25 @@ class Model(BaseModel):
 
 
 class InputModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity are not JSON and break time arithmetic: rejected like any bad number.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _entries_schema(limit: int) -> dict[str, Any]:
+    # No "type": the pool's schema decides it; these keywords bind only objects and strings.
+    return {"maxProperties": limit, "additionalProperties": {"maxLength": MAX_TEXT_LENGTH}}
+
+
+# Job variables are checked against the pool's own schema later; these limits hold for all.
+JobVariables = Annotated[dict[str, Any], AfterValidator(_check_job_variables), WithJsonSchema({
+    "type": "object", "additionalProperties": True,
+    "properties": {"env": _entries_schema(MAX_ENV_VARS), "labels": _entries_schema(MAX_LABELS)},
+    "description": f"Overrides of the pool's job variables; env holds at most {MAX_ENV_VARS} "
+                   f"variables and labels at most {MAX_LABELS}, each value at most 64 KiB"})]
+Parameters = Annotated[dict[str, Any], AfterValidator(_check_parameters), WithJsonSchema({
+    "type": "object", "additionalProperties": True,
+    "description": "The flow's parameters: at most 64 KiB as JSON"})]
+Tag = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
 
 
 # ---------------------------------------------------------------------------- pools
@@ -100,6 +204,7 @@ class WorkPool(Model):
     paused: bool = False
     late_after_seconds: float = 15.0
     paused_reason: str | None = None
+    paused_by: Literal["user", "breaker"] | None = None  # "breaker": resumes by itself
     provisioned: dict[str, Any] | None = None
     created: datetime
     updated: datetime
@@ -113,27 +218,31 @@ class WorkPool(Model):
 
 
 class WorkPoolCreate(InputModel):
-    name: str
-    type: str = "process"
-    description: str | None = None
+    name: Name
+    type: RefName = "process"
+    description: Text | None = None
     base_job_template: dict[str, Any] | None = None
-    concurrency_limit: int | None = None
+    concurrency_limit: Count | None = None
     paused: bool = False
-    late_after_seconds: float = Field(default=15.0, ge=0)
+    late_after_seconds: float = Field(default=15.0, ge=0, le=MAX_SECONDS)
+    # What `--provision-infra` made (the provider's plan), so deprovisioning removes it.
+    provisioned: dict[str, Any] | None = None
 
     _name = field_validator("name")(lambda v: _check_name(v, "work pool"))
     _limit = field_validator("concurrency_limit")(_check_limit)
+    _template = field_validator("base_job_template")(_no_redacted_secrets)
 
 
 class WorkPoolUpdate(InputModel):
-    description: str | None = None
+    description: Text | None = None
     base_job_template: dict[str, Any] | None = None
-    concurrency_limit: int | None = None
+    concurrency_limit: Count | None = None
     clear_concurrency_limit: bool = False
     paused: bool | None = None
-    late_after_seconds: float | None = Field(default=None, ge=0)
+    late_after_seconds: float | None = Field(default=None, ge=0, le=MAX_SECONDS)
 
     _limit = field_validator("concurrency_limit")(_check_limit)
+    _template = field_validator("base_job_template")(_no_redacted_secrets)
 
 
 # ---------------------------------------------------------------------------- queues
@@ -154,10 +263,10 @@ class WorkQueue(Model):
 
 
 class WorkQueueCreate(InputModel):
-    name: str
-    description: str | None = None
-    priority: int | None = Field(default=None, ge=1)
-    concurrency_limit: int | None = None
+    name: Name
+    description: Text | None = None
+    priority: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    concurrency_limit: Count | None = None
     paused: bool = False
 
     _name = field_validator("name")(lambda v: _check_name(v, "work queue"))
@@ -165,9 +274,9 @@ class WorkQueueCreate(InputModel):
 
 
 class WorkQueueUpdate(InputModel):
-    description: str | None = None
-    priority: int | None = Field(default=None, ge=1)
-    concurrency_limit: int | None = None
+    description: Text | None = None
+    priority: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    concurrency_limit: Count | None = None
     clear_concurrency_limit: bool = False
     paused: bool | None = None
 
@@ -180,11 +289,16 @@ class WorkQueueUpdate(InputModel):
 class ScheduleSpec(InputModel):
     """One of cron (with time zone), interval (seconds, with anchor) or rrule."""
 
-    cron: str | None = None
-    interval: float | None = Field(default=None, gt=0, description="seconds")
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        {"required": ["interval"], "properties": {"interval": {"type": "number"}}},
+        {"required": ["rrule"], "properties": {"rrule": {"type": "string"}}}]})
+
+    cron: ShortText | None = None
+    interval: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="seconds")
     anchor_date: datetime | None = None
-    rrule: str | None = None
-    timezone: str = "UTC"
+    rrule: ShortText | None = None
+    timezone: ShortText = "UTC"
     active: bool = True
 
     @model_validator(mode="after")
@@ -230,6 +344,9 @@ class Deployment(Model):
     version: str | None = None
     concurrency_limit: int | None = None
     paused: bool = False
+    submit_deadline_seconds: float = DEFAULT_SUBMIT_DEADLINE_SECONDS
+    catchup: CatchupPolicy = "all"
+    overlap: OverlapPolicy = "allow"
     created: datetime
     updated: datetime
 
@@ -241,23 +358,34 @@ class Deployment(Model):
 class DeploymentApply(InputModel):
     """Create-or-update a deployment, keyed by flow name and deployment name."""
 
-    name: str
-    flow_name: str
-    pool_name: str
-    queue_name: str | None = None  # the pool's "default" queue when omitted
-    command: list[str] | None = None
-    entrypoint: str | None = None
-    source: str | None = None
-    image: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    flow_name: Name
+    pool_name: RefName
+    queue_name: RefName | None = None  # the pool's "default" queue when omitted
+    command: list[Text] | None = Field(default=None, max_length=MAX_COMMAND_ARGS,
+                                       json_schema_extra={"minItems": 1})
+    entrypoint: ShortText | None = None
+    source: ShortText | None = None
+    image: ShortText | None = None
+    parameters: Parameters = Field(default_factory=dict)
     parameter_schema: dict[str, Any] | None = None
-    job_variables: dict[str, Any] = Field(default_factory=dict)
-    schedules: list[ScheduleSpec] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    description: str | None = None
-    version: str | None = None
-    concurrency_limit: int | None = None
+    job_variables: JobVariables = Field(default_factory=dict)
+    schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_LABELS)
+    description: Text | None = None
+    version: ShortText | None = None
+    concurrency_limit: Count | None = None
     paused: bool = False
+    submit_deadline_seconds: float = Field(
+        default=DEFAULT_SUBMIT_DEADLINE_SECONDS, gt=0, le=7 * 24 * 3600,
+        description="A run not handed to the provider this long after its first submit "
+                    "attempt ends FAILED as a dead letter")
+    catchup: CatchupPolicy = Field(
+        default="all", description="Late scheduled runs: run all, only the newest per "
+                                   "deployment, or none")
+    overlap: OverlapPolicy = Field(
+        default="allow", description="A run due while another of the deployment is active: "
+                                     "run it too, skip it, or cancel the active one")
 
     _name = field_validator("name")(lambda v: _check_name(v, "deployment"))
     _flow = field_validator("flow_name")(lambda v: _check_name(v, "flow"))
@@ -273,8 +401,8 @@ class DeploymentApply(InputModel):
 
 class DeploymentUpdate(InputModel):
     paused: bool | None = None
-    description: str | None = None
-    concurrency_limit: int | None = None
+    description: Text | None = None
+    concurrency_limit: Count | None = None
     clear_concurrency_limit: bool = False
 
     _limit = field_validator("concurrency_limit")(_check_limit)
@@ -287,6 +415,14 @@ class StateRecord(Model):
     state: RunState
     timestamp: datetime
     message: str | None = None
+
+
+class SubmitError(Model):
+    """One failed submit attempt of a run, kept until it is submitted or dead-lettered."""
+
+    at: datetime
+    error: str
+    probe: bool = False  # a circuit-breaker probe: not counted against the run's attempts
 
 
 class Run(Model):
@@ -312,19 +448,29 @@ class Run(Model):
     result: Any = None  # the flow's return value (JSON), reported by `pushpool execute`
     idempotency_key: str | None = None
     auto_scheduled: bool = False
+    # FAILED without ever reaching the provider (refused, out of attempts or past its
+    # deployment's submit deadline); ``submit_errors`` has every attempt's error.
+    dead_letter: bool = False
+    submit_errors: list[SubmitError] = Field(default_factory=list)
+    resubmitted_from: str | None = None  # the dead letter this run resubmits
     created: datetime
     updated: datetime
     history: list[StateRecord] = Field(default_factory=list)
     display_state: str | None = None  # LATE for a SCHEDULED run past the pool's threshold
 
+    @field_validator("submit_errors", mode="before")
+    @classmethod
+    def _no_errors(cls, value: Any) -> Any:
+        return [] if value is None else value
+
 
 class RunCreate(InputModel):
     """A run of a deployment; ``scheduled_time`` defaults to now."""
 
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    job_variables: dict[str, Any] = Field(default_factory=dict)
+    parameters: Parameters = Field(default_factory=dict)
+    job_variables: JobVariables = Field(default_factory=dict)
     scheduled_time: datetime | None = None
-    name: str | None = None
+    name: Annotated[str, Field(max_length=2 * MAX_NAME_LENGTH)] | None = None
 
 
 class LogEntry(Model):

@@ -82,8 +82,7 @@ def _get_pool(conn: Connection, name: str) -> WorkPool:
     return _pools_with_counts(conn, [_pool_row(conn, name)])[0]
 
 
-async def create_pool(db: Database, data: WorkPoolCreate,
-                      provisioned: dict[str, Any] | None = None) -> WorkPool:
+async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
     _check_pool_type(data.type)
     template = data.base_job_template or default_base_job_template(data.type)
     field = "base_job_template" if data.base_job_template else "type"
@@ -100,7 +99,7 @@ async def create_pool(db: Database, data: WorkPoolCreate,
             id=pool_id, name=data.name, type=data.type, description=data.description,
             base_job_template=template, concurrency_limit=data.concurrency_limit,
             paused=data.paused, late_after_seconds=data.late_after_seconds,
-            provisioned=provisioned, created=now, updated=now))
+            provisioned=data.provisioned, created=now, updated=now))
         conn.execute(insert(work_queues).values(
             id=new_id(), pool_id=pool_id, name="default", priority=1,
             description="The pool's default queue", paused=False, created=now, updated=now))
@@ -135,8 +134,11 @@ async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool
     if data.clear_concurrency_limit:
         values["concurrency_limit"] = None
     if data.paused is not None:
+        # A user's pause or resume overrides the circuit breaker's: never auto-resumed.
         values["paused"] = data.paused
         values["paused_reason"] = "paused by a user" if data.paused else None
+        values["paused_by"] = "user" if data.paused else None
+        values["breaker_retry_at"] = None
     if data.late_after_seconds is not None:
         values["late_after_seconds"] = data.late_after_seconds
 
@@ -151,10 +153,12 @@ async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool
 
 
 async def set_pool_paused(db: Database, name: str, paused: bool, reason: str | None) -> None:
-    """Pause or resume with a reason (the engine's circuit breaker uses this too)."""
+    """Pause or resume with a reason, as a user does (the circuit breaker has its own
+    compare-and-set functions in store/pool_breaker.py, which never touch a user's pause)."""
     await db.run(lambda conn: conn.execute(
         update(work_pools).where(work_pools.c.name == name).values(
-            paused=paused, paused_reason=reason if paused else None, updated=utcnow())),
+            paused=paused, paused_reason=reason if paused else None,
+            paused_by="user" if paused else None, breaker_retry_at=None, updated=utcnow())),
         write=True)
 
 
