@@ -13,7 +13,8 @@ export PUSHPOOL_API_URL="http://127.0.0.1:${PUSHPOOL_PORT}"
 mkdir -p "$PUSHPOOL_HOME"
 log="$PUSHPOOL_HOME/server.log"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# SIGTERM, not SIGINT: background jobs of a script start with SIGINT ignored.
+cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
 wait_for_url() {  # URL PID: poll until it answers, fail if the process died
