@@ -7,6 +7,9 @@ The file is the CLI's declarative form of ``flow.deploy()``::
         entrypoint: flows/hello.py:hello      # or flow_name + command
         work_pool: {name: local, work_queue_name: default, job_variables: {}}
         schedules: [{cron: "*/5 * * * *", timezone: Europe/Paris}]
+        catchup: latest            # missed slots: all | latest | none
+        overlap: skip              # a previous run still active: allow | skip | cancel-previous
+        submit_deadline_seconds: 600   # not handed to the provider by then: a dead letter
 
 Every problem is reported as one ``CliError`` line ``FILE:LINE: what is wrong; how to fix``.
 The YAML node tree (with line marks) is kept next to the loaded values so that both our own
@@ -28,7 +31,8 @@ if TYPE_CHECKING:
 TOP_LEVEL_KEYS = ("deployments", "definitions")  # definitions: a place for YAML anchors
 DEPLOYMENT_KEYS = ("name", "flow_name", "command", "entrypoint", "source", "image",
                    "work_pool", "parameters", "parameter_schema", "schedules", "tags",
-                   "description", "version", "concurrency_limit", "paused")
+                   "description", "version", "concurrency_limit", "paused",
+                   "submit_deadline_seconds", "catchup", "overlap")
 WORK_POOL_KEYS = ("name", "work_queue_name", "job_variables")
 SCHEDULE_KEYS = ("cron", "interval", "anchor_date", "rrule", "timezone", "active")
 # Where a DeploymentApply field comes from in the file, when the names differ.

@@ -68,7 +68,9 @@ def read_template_file(path: Path) -> dict[str, Any]:
 
 
 def _status(pool: dict[str, Any]) -> str:
-    return "paused" if pool.get("paused") else "ready"
+    if not pool.get("paused"):
+        return "ready"
+    return "paused (breaker)" if pool.get("paused_by") == "breaker" else "paused"
 
 
 # ---------------------------------------------------------------------------- work pools
@@ -108,6 +110,7 @@ def pool_create(
         if provision_infra:
             from dispatcher import cli_provision
 
+            cli_provision.provider_for(pool_type)  # an unknown type or missing SDK fails first
             options = {k: v for k, v in {"region": region, "endpoint_url": endpoint_url,
                                          "profile": profile}.items() if v}
             template = body.get("base_job_template") or client.get(

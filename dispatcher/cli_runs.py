@@ -1,4 +1,4 @@
-"""``pushpool run ...``: list, inspect, follow the logs of and cancel runs.
+"""``pushpool run ...``: list, inspect, follow the logs of, cancel and resubmit runs.
 
 ``follow_run`` is shared with ``pushpool deployment run --watch``: it polls the run and its
 logs until the run reaches a final state, printing each state change and each new log line.
@@ -27,7 +27,8 @@ from dispatcher.cli_output import (
     say,
 )
 
-run_app = typer.Typer(help="List, inspect, follow and cancel runs.", no_args_is_help=True,
+run_app = typer.Typer(help="List, inspect, follow, cancel and resubmit runs.",
+                      no_args_is_help=True,
                       rich_markup_mode=None)
 
 # Mirrors dispatcher.models.FINAL_STATES (not imported: pydantic would slow every command).
@@ -161,6 +162,9 @@ def run_ls(
     = None,
     deployment: Annotated[str | None, typer.Option(
         "--deployment", "-d", help="Only this deployment's runs (FLOW/DEPLOYMENT).")] = None,
+    dead_letter: Annotated[bool, typer.Option(
+        "--dead-letter", help="Only dead letters: runs that failed before reaching their "
+                              "provider (see `pushpool run resubmit`).")] = False,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs.")] = 20,
     output: OutputOption = Output.table,
 ) -> None:
@@ -168,6 +172,7 @@ def run_ls(
     with client_from_env() as client:
         runs = client.get("/runs", params={"state": state.upper() if state else None,
                                            "pool": pool, "deployment": deployment,
+                                           "dead_letter": "true" if dead_letter else None,
                                            "limit": limit})
     if output is Output.json:
         print_json(runs)
@@ -258,3 +263,17 @@ def run_cancel(run_id: RunId) -> None:
     with client_from_env() as client:
         run = client.post(f"{_run_path(run_id)}/cancel")
     say(f"Run {run.get('name')!r} is {run.get('state')}", "yellow")
+
+
+@run_app.command("resubmit")
+def run_resubmit(run_id: RunId, output: OutputOption = Output.table) -> None:
+    """Start a finished run again (a dead letter, say): a new run with the same parameters
+    and job variables, linked to this one. Resubmitting the same run twice answers the run
+    made the first time."""
+    with client_from_env() as client:
+        run = client.post(f"{_run_path(run_id)}/resubmit")
+    if output is Output.json:
+        print_json(run)
+        return
+    say(f"Resubmitted run {run_id} as run {run.get('name')!r} ({run.get('id')}), "
+        f"{run.get('state')}", "green")

@@ -154,7 +154,9 @@ class Flow(Generic[P, R]):
                job_variables: dict[str, Any] | None = None, image: str | None = None,
                tags: Sequence[str] | None = None, description: str | None = None,
                version: str | None = None, concurrency_limit: int | None = None,
-               paused: bool = False, print_next_steps: bool = True) -> Deployment:
+               paused: bool = False, catchup: str | None = None,
+               overlap: str | None = None, submit_deadline_seconds: float | None = None,
+               print_next_steps: bool = True) -> Deployment:
         """Create or update the deployment ``<flow name>/<name>`` through the API.
 
         Without from_source the code is deployed from the file that defines the flow (its
@@ -171,6 +173,10 @@ class Flow(Generic[P, R]):
             "tags": list(tags or []), "description": description or target.description,
             "version": version, "concurrency_limit": concurrency_limit, "paused": paused,
         }
+        # Missed-run policy and submit deadline: the server's defaults unless given.
+        body.update({k: v for k, v in {"catchup": catchup, "overlap": overlap,
+                                       "submit_deadline_seconds": submit_deadline_seconds
+                                       }.items() if v is not None})
         _check_body(body)
         if parameters:
             _check_default_parameters(target.fn, parameters)

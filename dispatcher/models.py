@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -47,7 +48,18 @@ MAX_SECONDS = 10 * 366 * 24 * 3600  # intervals and thresholds: ten years
 Name = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1,
                                       "maxLength": MAX_NAME_LENGTH,
                                       "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"})]
-Count = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_COUNT})]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer, so strict validation takes it too (not true, "5").
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+Count = Annotated[Integer, WithJsonSchema({"type": "integer", "minimum": 1,
+                                           "maximum": MAX_COUNT})]
+# Constraints before the validator: after it, pydantic writes them into the schema as "ge".
+Priority = Annotated[int, Field(ge=1, le=MAX_COUNT), BeforeValidator(_integral)]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 ShortText = Annotated[str, Field(max_length=MAX_SHORT_TEXT_LENGTH)]
 RefName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]  # names an object
@@ -105,8 +117,16 @@ def display_state(state: RunState, scheduled_time: datetime, now: datetime,
 
 def _check_name(value: str, what: str) -> str:
     if not NAME_PATTERN.match(value):
-        raise ValueError(f"invalid {what} name {value!r}: {NAME_RULE}")
+        shown = repr(value) if len(value) <= 2 * MAX_NAME_LENGTH else \
+            f"{value[:40]!r}... ({len(value)} characters)"
+        raise ValueError(f"invalid {what} name {shown}: {NAME_RULE}")
     return value
+
+
+def _check_flow_name(value: str) -> str:
+    if value == "id":  # /api/deployments/id/{id} reads deployments by id
+        raise ValueError("'id' is reserved as a flow name; pick another name")
+    return _check_name(value, "flow")
 
 
 # What happens to runs a deployment missed (dispatcher down, pool paused) and to runs that
@@ -170,8 +190,13 @@ class Model(BaseModel):
 
 
 class InputModel(BaseModel):
+    # Strict: a field takes what the OpenAPI document says it takes (no 0.0 for false, no
+    # "5" or true for 5); times alone are parsed from their RFC 3339 strings (``When``).
     # NaN and Infinity are not JSON and break time arithmetic: rejected like any bad number.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+When = Annotated[datetime, Field(strict=False)]
 
 
 def _entries_schema(limit: int) -> dict[str, Any]:
@@ -265,7 +290,7 @@ class WorkQueue(Model):
 class WorkQueueCreate(InputModel):
     name: Name
     description: Text | None = None
-    priority: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    priority: Priority | None = None
     concurrency_limit: Count | None = None
     paused: bool = False
 
@@ -275,7 +300,7 @@ class WorkQueueCreate(InputModel):
 
 class WorkQueueUpdate(InputModel):
     description: Text | None = None
-    priority: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    priority: Priority | None = None
     concurrency_limit: Count | None = None
     clear_concurrency_limit: bool = False
     paused: bool | None = None
@@ -296,7 +321,7 @@ class ScheduleSpec(InputModel):
 
     cron: ShortText | None = None
     interval: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="seconds")
-    anchor_date: datetime | None = None
+    anchor_date: When | None = None
     rrule: ShortText | None = None
     timezone: ShortText = "UTC"
     active: bool = True
@@ -318,7 +343,8 @@ class ScheduleSpec(InputModel):
 
 
 class Schedule(ScheduleSpec):
-    model_config = ConfigDict(from_attributes=True, extra="ignore")
+    # What the store holds: read as it is (the spec was checked strictly on the way in).
+    model_config = ConfigDict(from_attributes=True, extra="ignore", strict=False)
     id: str
 
 
@@ -388,7 +414,7 @@ class DeploymentApply(InputModel):
                                      "run it too, skip it, or cancel the active one")
 
     _name = field_validator("name")(lambda v: _check_name(v, "deployment"))
-    _flow = field_validator("flow_name")(lambda v: _check_name(v, "flow"))
+    _flow = field_validator("flow_name")(_check_flow_name)
     _limit = field_validator("concurrency_limit")(_check_limit)
 
     @field_validator("command")
@@ -396,6 +422,18 @@ class DeploymentApply(InputModel):
     def _argv(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("command must be a non-empty argv list, e.g. [\"python\", \"x.py\"]")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _no_credential_in_url(cls, value: str | None) -> str | None:
+        # A token in the URL would be stored in plain text and handed to git on its command
+        # line; a credential_env names the job's variable that holds it instead.
+        if value is not None and redaction.url_credential(value):
+            raise ValueError(
+                f"the source URL {redaction.redact_url(value)!r} holds a credential; remove "
+                "it from the URL, put the token in an env job variable and add "
+                "'#credential_env=NAME' (and '&username=USER' if needed) to the source")
         return value
 
 
@@ -469,7 +507,7 @@ class RunCreate(InputModel):
 
     parameters: Parameters = Field(default_factory=dict)
     job_variables: JobVariables = Field(default_factory=dict)
-    scheduled_time: datetime | None = None
+    scheduled_time: When | None = None
     name: Annotated[str, Field(max_length=2 * MAX_NAME_LENGTH)] | None = None
 
 

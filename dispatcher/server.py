@@ -4,6 +4,10 @@ Ctrl-C (SIGINT) or SIGTERM stops it cleanly: the API stops taking requests, in-f
 submissions finish (or their runs are handed back, claimable at once), then the store
 closes. Runs already submitted keep going at their provider and are re-attached on the
 next start.
+
+A PostgreSQL store that does not answer at start (still booting beside the server, or
+restarting) is waited for, with a warning per try, instead of ending the process; once the
+server runs, an outage only makes GET /api/health say "degraded" until the database is back.
 """
 
 from __future__ import annotations
@@ -14,16 +18,66 @@ import logging
 import signal
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Database
 
 log = logging.getLogger("pushpool.server")
 
+STORE_RETRY_FIRST_SECONDS = 0.5
+STORE_RETRY_MAX_SECONDS = 5.0
+# SQLSTATEs of a database that is not answering yet: any connection exception (08...),
+# shutting down or starting up (57P01-57P03), too many connections (53300).
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database does not answer (yet): a refused, reset or
+    timed-out connection, or PostgreSQL starting up or shutting down. False for what waiting
+    will not fix: a wrong password, a missing database, a failing migration."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) or getattr(current, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNREACHABLE_SQLSTATES):
+            return True
+        # SQLAlchemy wraps the driver's error in .orig; drivers chain theirs as causes.
+        pending.extend(e for e in (getattr(current, "orig", None), current.__cause__,
+                                   current.__context__) if isinstance(e, BaseException))
+    return False
+
+
+async def connect_store(url: str, stop: asyncio.Event) -> Database | None:
+    """The store, once it answers; None if ``stop`` is set while waiting for it. Only a
+    server database is waited for: the embedded SQLite file has no one to wait for."""
+    waits = make_url(url).get_backend_name() != "sqlite"
+    shown = make_url(url).render_as_string(hide_password=True)
+    delay = STORE_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return await Database.connect(url)
+        except Exception as exc:
+            if not waits or not store_unreachable(exc):
+                raise
+            log.warning("the database at %s does not answer (%s: %s); retrying in %.1fs",
+                        shown, type(exc).__name__, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            return None
+        delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
 
 
 async def serve(settings: Settings, host: str, port: int,
@@ -34,7 +88,14 @@ async def serve(settings: Settings, host: str, port: int,
 
     for pool_type, module in settings.extra_providers.items():
         registry.register_provider(pool_type, module)
-    db = await Database.connect(settings.resolved_database_url())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    db = await connect_store(settings.resolved_database_url(), stop)
+    if db is None:
+        log.info("stopped before the database answered")
+        return
     engine = Engine(db, settings, api_url=f"http://{host}:{port}")
     app = create_app(db, engine, settings)
     runner = web.AppRunner(app, handle_signals=False)
@@ -45,10 +106,6 @@ async def serve(settings: Settings, host: str, port: int,
     log.info("pushpool listening on http://%s:%d (store: %s)", host, port, db.dialect)
     print(f"pushpool server running on http://{host}:{port} — press Ctrl-C to stop",
           flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
     try:

@@ -30,8 +30,19 @@ class Settings(BaseSettings):
     submit_timeout_seconds: float = Field(default=30.0, gt=0,
                                           description="One provider submit call's time limit")
     submit_max_attempts: int = Field(default=8, ge=1)
-    submit_deadline_seconds: float = Field(default=3600.0, gt=0,
-                                           description="Give up submitting a run after this")
+    submit_deadline_seconds: float = Field(
+        default=3600.0, gt=0, description="Give up submitting a run after this (runs of a "
+                                          "deployment use its own submit_deadline_seconds)")
+    submit_backoff_base_seconds: float = Field(
+        default=0.5, gt=0, description="First retry waits up to this; doubles each retry")
+    submit_backoff_cap_seconds: float = Field(default=30.0, gt=0,
+                                              description="Longest wait between retries")
+    breaker_failure_threshold: int = Field(
+        default=10, ge=1, description="Submit failures in a row (any runs) that pause a pool")
+    breaker_window_seconds: float = Field(
+        default=60.0, gt=0, description="...counted only within this many seconds")
+    breaker_cooldown_seconds: float = Field(
+        default=30.0, gt=0, description="Wait between probes of a breaker-paused pool")
     watch_interval_seconds: float = Field(default=1.0, gt=0,
                                           description="Status poll for non-process pools")
     watch_batch_size: int = Field(default=500, ge=1,

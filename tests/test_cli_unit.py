@@ -638,10 +638,11 @@ def test_work_pool_create_rejects_a_bad_template_file(stub: StubApi, tmp_path: P
     assert stub.requests == []
 
 
-def test_provisioning_a_process_pool_is_refused(stub: StubApi) -> None:
-    result = invoke(stub, "work-pool", "create", "p1", "--type", "process", "--provision-infra")
+def test_provisioning_an_unknown_pool_type_fails_before_any_request(stub: StubApi) -> None:
+    result = invoke(stub, "work-pool", "create", "p1", "--type", "nope", "--provision-infra",
+                    "--yes")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "Error: provisioning is not available for type process"
+    assert "unknown pool type 'nope'" in result.stderr
     assert stub.requests == []
 
 

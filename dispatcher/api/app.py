@@ -17,7 +17,7 @@ from dispatcher.api.context import (
     SETTINGS_KEY,
     EngineHandle,
 )
-from dispatcher.api.errors import error_middleware
+from dispatcher.api.errors import error_middleware, quiet_protocol_errors
 from dispatcher.api.route_table import ROUTES
 from dispatcher.api.routing import register_routes
 from dispatcher.settings import Settings
@@ -30,6 +30,7 @@ __all__ = ["EngineHandle", "create_app"]
 
 def create_app(db: Database, engine: EngineHandle | None, settings: Settings) -> web.Application:
     """The API application. ``engine`` is None when no engine runs in this process."""
+    quiet_protocol_errors()
     middlewares: list[Middleware] = [error_middleware]
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset

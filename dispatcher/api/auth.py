@@ -35,8 +35,8 @@ def auth_middleware(token: str, public_paths: frozenset[str],
                     run_token_routes: frozenset[tuple[str, str]] = frozenset()) -> Middleware:
     """A middleware that lets requests to ``public_paths`` (route paths) through untouched,
     and those to ``run_token_routes`` (method, path) with a bearer token through to their
-    handler, which checks the API token or the run's own token itself
-    (dispatcher/api/routes_runtime.py)."""
+    ``Route.authorize``, which checks the API token or the run's own token itself
+    (dispatcher/api/routes_runtime.py) before the body is read."""
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:

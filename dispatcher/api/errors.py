@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
@@ -103,5 +104,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal", INTERNAL_MESSAGE)
 
 
+class QuietProtocolErrors(logging.Filter):
+    """aiohttp answers a request it cannot parse (a header line or URL over 8 KiB, say) with
+    a 400 itself and logs it at ERROR with a traceback and the first 100 bytes of the line,
+    which may be a token. This keeps one warning line that says what, not the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "refused a malformed request from %s (%s)", (
+                remote, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_protocol_errors() -> None:
+    """Install ``QuietProtocolErrors`` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietProtocolErrors) for f in logger.filters):
+        logger.addFilter(QuietProtocolErrors())
+
+
 __all__ = ["INTERNAL_MESSAGE", "BodyInvalid", "MalformedJson", "error_middleware",
-           "error_response"]
+           "error_response", "quiet_protocol_errors"]

@@ -34,8 +34,9 @@ ERROR_DESCRIPTIONS = {
     404: "No such object (or no such route)",
     409: "Conflicts with what is stored (duplicate name, object in use, run already final)",
     413: "The body is larger than 1 MiB",
-    422: "A field, query parameter or header is invalid; details name it",
+    422: "A field, query parameter or header is invalid or over its limit; details name it",
     500: "The server's own fault; the log has the details",
+    501: "The pool type's SDK is not installed on this server; the message names the extra",
 }
 
 ModelKey = tuple[type[BaseModel], JsonSchemaMode]
@@ -54,6 +55,8 @@ def _models(routes: tuple[Route, ...]) -> list[ModelKey]:
 def _query_schema(param: QueryParam) -> dict[str, Any]:
     if param.kind == "state":
         return {"type": "string", "enum": [state.value for state in RunState]}
+    if param.kind == "bool":
+        return {"type": "boolean", "default": bool(param.default)}
     if param.kind == "str":
         return {"type": "string", "minLength": 1}
     schema: dict[str, Any] = {"type": "integer"}
@@ -103,11 +106,17 @@ def _success_schema(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any] | N
     return None
 
 
+def _tag(path: str) -> str:
+    """The first segment after /api ("/api/runs/{id}" -> "runs"; "/metrics" -> "metrics")."""
+    parts = [part for part in path.split("/") if part]
+    return parts[1] if parts[0] == "api" and len(parts) > 1 else parts[0]
+
+
 def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": route.summary,
-        "tags": [route.path.split("/")[2]],
+        "tags": [_tag(route.path)],
     }
     parameters = _parameters(route)
     if parameters:
@@ -123,7 +132,7 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
     for status, description in successes.items():
         answer: dict[str, Any] = {"description": description}
         if schema is not None and status != 204:
-            answer["content"] = {"application/json": {"schema": schema}}
+            answer["content"] = {route.media_type: {"schema": schema}}
         responses[str(status)] = answer
     error_ref = refs[(Error, "serialization")]
     for status in _error_statuses(route):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dispatcher.api import routes_deployments as deployments
 from dispatcher.api import routes_events as events
 from dispatcher.api import routes_meta as meta
+from dispatcher.api import routes_metrics as metrics
 from dispatcher.api import routes_pools as pools
 from dispatcher.api import routes_runs as runs
 from dispatcher.api import routes_runtime as runtime
@@ -25,22 +26,32 @@ from dispatcher.models import (
     WorkQueueUpdate,
 )
 
+# Past these the databases' integers overflow (SQLite and PostgreSQL bigint: 2**63 - 1).
+MAX_OFFSET = 1_000_000_000
+MAX_LOG_ID = 2**63 - 1
 POOL_FILTER = QueryParam("pool", "str", "Only this work pool's items")
 LIMIT = QueryParam("limit", "int", "At most this many items", default=50, minimum=1,
                    maximum=1000)
-OFFSET = QueryParam("offset", "int", "Skip this many items", default=0, minimum=0)
+OFFSET = QueryParam("offset", "int", "Skip this many items", default=0, minimum=0,
+                    maximum=MAX_OFFSET)
 PREVIEW_LIMIT = QueryParam("limit", "int", "At most this many runs", default=20, minimum=1,
                            maximum=1000)
 STATE = QueryParam("state", "state", "Only runs in this state")
+DEAD_LETTER = QueryParam("dead_letter", "bool",
+                         "Only dead letters: runs that ended FAILED without reaching their "
+                         "provider", default=False)
 DEPLOYMENT_FILTER = QueryParam("deployment", "str",
                                "Only this deployment's runs: flow/deployment or its id")
 FLOW_FILTER = QueryParam("flow", "str", "Only this flow's deployments")
 LOGS_AFTER = QueryParam("after", "int", "Only entries with a larger id (the last id you read)",
-                        default=0, minimum=0)
+                        default=0, minimum=0, maximum=MAX_LOG_ID)
 LOGS_LIMIT = QueryParam("limit", "int", "At most this many entries", default=1000, minimum=1,
                         maximum=1000)
 
 OBJECT = {"type": "object", "additionalProperties": True}
+# Routes that validate job variables with the pool type's adapter: 501 when its SDK is
+# not installed on this server.
+NEEDS_PROVIDER = 501
 
 POOLS = "/api/work-pools"
 POOL = "/api/work-pools/{pool}"
@@ -83,14 +94,14 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", QUEUE, pools.delete_queue,
           "Delete a queue (not 'default', not one in use)", status=204, errors=(409,)),
     Route("GET", "/api/work-queues", pools.list_all_queues, "List the queues of every pool",
-          response=WorkQueue, many=True, query=(POOL_FILTER,)),
+          response=WorkQueue, many=True, query=(POOL_FILTER,), errors=(404,)),
     # deployments ("id/{id}" before "{flow}/{name}" so that it wins the match)
     Route("GET", "/api/deployments", deployments.list_deployments, "List deployments",
           response=Deployment, many=True, query=(POOL_FILTER, FLOW_FILTER)),
     Route("PUT", "/api/deployments", deployments.apply_deployment,
           "Create or update a deployment (keyed by flow_name and name)", body=DeploymentApply,
           response=DeploymentApplied, status=201, other_statuses={200: "Updated"},
-          errors=(409,)),
+          errors=(409, NEEDS_PROVIDER)),
     Route("GET", "/api/deployments/id/{id}", deployments.get_deployment_by_id,
           "Read a deployment by its id", response=Deployment),
     Route("GET", DEPLOYMENT, deployments.get_deployment, "Read a deployment",
@@ -102,29 +113,42 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", DEPLOYMENT + "/runs", deployments.create_run, "Start a run of a deployment",
           body=RunCreate, response=Run, status=201,
           other_statuses={200: "The Idempotency-Key was seen before: the same run"},
-          idempotency_key=True),
+          idempotency_key=True, errors=(NEEDS_PROVIDER,)),
     Route("POST", "/api/webhooks/deployments/{flow}/{name}", deployments.webhook,
           "Start a run now from any JSON object; its 'parameters' become the run's",
-          body=WebhookPayload, response=Run, status=202, idempotency_key=True),
+          body=WebhookPayload, response=Run, status=202, idempotency_key=True,
+          errors=(NEEDS_PROVIDER,)),
     # provider events (authenticated by their own shared secret, not the API token)
     Route("POST", "/api/events/aws/ecs", events.ecs_task_state_change,
           "An EventBridge 'ECS Task State Change' event, as AWS sends it",
           body=events.EventBridgeEvent, response=events.ProviderEventResult, status=202,
-          errors=(401, 403), public=True, events_secret=True),
+          errors=(401, 403), public=True, events_secret=True, authorize=events.authorize),
     # runs
     Route("GET", "/api/runs", runs.list_runs, "List runs", response=Run,
-          many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, LIMIT, OFFSET)),
+          many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, DEAD_LETTER, LIMIT, OFFSET),
+          errors=(404,)),  # the deployment filter names one that does not exist
     Route("GET", "/api/runs/{id}", runs.get_run, "Read a run with its state history",
           response=Run),
     Route("POST", "/api/runs/{id}/cancel", runs.cancel_run, "Cancel a run", response=Run,
           errors=(409,)),
+    Route("POST", "/api/runs/{id}/resubmit", runs.resubmit_run,
+          "Resubmit a finished run (a dead letter, say) as a new run with the same parameters "
+          "and job variables, linked by resubmitted_from", response=Run, status=201,
+          other_statuses={200: "Resubmitted before: the run made then"}, errors=(409,)),
     Route("GET", "/api/runs/{id}/logs", runs.read_logs, "Read a run's log lines in order",
           response=LogEntry, many=True, query=(LOGS_AFTER, LOGS_LIMIT)),
     # the in-container runtime (`pushpool execute`), with the run's own token
     Route("POST", "/api/runs/{id}/state", runtime.report_state,
           "The run's runtime reports RUNNING, or COMPLETED with its result, or FAILED",
-          body=runtime.RunStateReport, response=Run, errors=(403, 409), run_token=True),
+          body=runtime.RunStateReport, response=Run, errors=(403, 409), run_token=True,
+          authorize=runtime.authorize),
     Route("POST", "/api/runs/{id}/logs", runtime.append_logs,
           "The run's runtime sends log lines, in order", body=runtime.RuntimeLogBatch,
-          response=runtime.LogsAccepted, errors=(403,), run_token=True),
+          response=runtime.LogsAccepted, errors=(403,), run_token=True,
+          authorize=runtime.authorize),
+    # monitoring
+    Route("GET", "/metrics", metrics.metrics_text,
+          "Prometheus metrics: dispatch latency, submits, retries, throttles, lease expiries, "
+          "breaker state, dead letters, runs by pool and state",
+          response_schema=metrics.TEXT_SCHEMA, media_type=metrics.CONTENT_TYPE),
 )

@@ -48,8 +48,12 @@ def _check_secret(request: web.Request) -> None:
         raise Unauthorized(f"missing or wrong {SECRET_HEADER} header")
 
 
-async def ecs_task_state_change(request: web.Request, call: Call) -> web.StreamResponse:
+async def authorize(request: web.Request) -> None:
+    """``Route.authorize``: the shared secret, checked before the body is read."""
     _check_secret(request)
+
+
+async def ecs_task_state_change(request: web.Request, call: Call) -> web.StreamResponse:
     from providers.ecs_events import STARTED_BY_PREFIX, parse_task_state_change
 
     assert isinstance(call.body, EventBridgeEvent)

@@ -1,11 +1,11 @@
-"""Handlers for runs: listing, one run with its history, cancelling, logs."""
+"""Handlers for runs: listing, one run with its history, cancelling, resubmitting, logs."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from dispatcher import store
-from dispatcher.api.context import db_of, notify_cancel
+from dispatcher.api.context import db_of, notify_cancel, wake_engine
 from dispatcher.api.display import with_display_state
 from dispatcher.api.routing import Call, json_model, json_models
 
@@ -14,7 +14,8 @@ async def list_runs(request: web.Request, call: Call) -> web.StreamResponse:
     db = db_of(request)
     query = call.query
     runs = await store.list_runs(db, state=query["state"], pool_name=query["pool"],
-                                 deployment_ref=query["deployment"], limit=query["limit"],
+                                 deployment_ref=query["deployment"],
+                                 dead_letter=query["dead_letter"], limit=query["limit"],
                                  offset=query["offset"])
     return json_models(await with_display_state(db, runs))
 
@@ -31,6 +32,15 @@ async def cancel_run(request: web.Request, call: Call) -> web.StreamResponse:
     notify_cancel(request, run.id)
     (run,) = await with_display_state(db, [run])
     return json_model(run)
+
+
+async def resubmit_run(request: web.Request, call: Call) -> web.StreamResponse:
+    db = db_of(request)
+    run, created = await store.resubmit_run(db, request.match_info["id"])
+    if created:
+        wake_engine(request)
+    (run,) = await with_display_state(db, [run])
+    return json_model(run, status=201 if created else 200)
 
 
 async def read_logs(request: web.Request, call: Call) -> web.StreamResponse:

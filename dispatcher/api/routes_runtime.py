@@ -86,9 +86,13 @@ async def authorize_run(request: web.Request, run_id: str) -> None:
     run_tokens.verify(key, given, run_id, time.time())
 
 
+async def authorize(request: web.Request) -> None:
+    """``Route.authorize`` of these routes: the API token or the {id} run's own token."""
+    await authorize_run(request, request.match_info["id"])
+
+
 async def report_state(request: web.Request, call: Call) -> web.StreamResponse:
     run_id = request.match_info["id"]
-    await authorize_run(request, run_id)
     body = call.body_as(RunStateReport)
     db = db_of(request)
     run = await store.report_run_state(db, run_id, RunState(body.state), body.message,
@@ -99,7 +103,6 @@ async def report_state(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def append_logs(request: web.Request, call: Call) -> web.StreamResponse:
     run_id = request.match_info["id"]
-    await authorize_run(request, run_id)
     entries = call.body_as(RuntimeLogBatch).root
     lines = [LogLine(timestamp=_utc(e.timestamp), stream=e.stream, message=e.message)
              for e in entries]

@@ -8,7 +8,6 @@ documents it from the same entry, so the served routes and the document cannot d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -17,6 +16,8 @@ from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
+from dispatcher import redaction
+from dispatcher.api import json_body
 from dispatcher.api.errors import BodyInvalid, MalformedJson
 from dispatcher.errors import InvalidInput
 from dispatcher.models import RunState
@@ -27,7 +28,7 @@ M = TypeVar("M", bound=BaseModel)
 @dataclass(frozen=True)
 class QueryParam:
     name: str
-    kind: Literal["int", "str", "state"]
+    kind: Literal["int", "str", "state", "bool"]
     description: str
     default: Any = None
     minimum: int | None = None
@@ -49,6 +50,9 @@ class Call:
 
 
 RouteHandler = Callable[[web.Request, Call], Awaitable[web.StreamResponse]]
+# Raises Unauthorized or Forbidden; runs before the query and body are read, so an anonymous
+# caller learns nothing from validation errors and costs no parsing.
+Authorize = Callable[[web.Request], Awaitable[None]]
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity, so a table can key a cache
@@ -68,7 +72,9 @@ class Route:
     idempotency_key: bool = False  # reads the Idempotency-Key header
     public: bool = False  # needs no API token
     run_token: bool = False  # also takes the {id} run's own token; the handler checks it
-    events_secret: bool = False  # public to the API token; the handler checks its own secret
+    media_type: str = "application/json"  # of the success answer (/metrics: text)
+    events_secret: bool = False  # public to the API token; ``authorize`` checks its own secret
+    authorize: Authorize | None = None  # the route's own credential check (run token, secret)
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -98,6 +104,12 @@ def _convert(param: QueryParam, raw: str) -> Any:
         if not raw:
             raise InvalidInput(param.name, "must not be empty", "leave the parameter out instead")
         return raw
+    if param.kind == "bool":
+        if raw.lower() in ("true", "1"):
+            return True
+        if raw.lower() in ("false", "0"):
+            return False
+        raise InvalidInput(param.name, f"{raw!r} is not a boolean", "use true or false")
     if param.kind == "state":
         try:
             return RunState(raw.upper())
@@ -125,8 +137,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     """The JSON body as ``model``; an empty body counts as ``{}``."""
     raw = await request.read()  # raises 413 past client_max_size
     try:
-        data = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json_body.loads(raw)  # 422 past MAX_JSON_DEPTH
+    except json_body.NotJson as exc:
         raise MalformedJson(f"request body is not valid JSON ({exc}); "
                             "send a JSON object with Content-Type: application/json") from None
     try:
@@ -140,6 +152,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def endpoint(request: web.Request) -> web.StreamResponse:
+        if route.authorize is not None:
+            await route.authorize(request)
         call = Call(query=parse_query(request.query, route.query))
         if route.body is not None:
             call.body = await parse_body(request, route.body)
@@ -163,12 +177,17 @@ def register_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
 # ---------------------------------------------------------------------------- answers
 
 
+# Every answer goes through these two, so no route can show a secret the store holds.
+
+
 def json_model(model: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(model.model_dump(mode="json"), status=status)
+    return web.json_response(redaction.redact_model(model).model_dump(mode="json"),
+                             status=status)
 
 
 def json_models(models: list[M]) -> web.Response:
-    return web.json_response([model.model_dump(mode="json") for model in models])
+    return web.json_response([redaction.redact_model(model).model_dump(mode="json")
+                              for model in models])
 
 
 def no_content() -> web.Response:

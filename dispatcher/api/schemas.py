@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.models import Deployment
+from dispatcher.models import Deployment, Parameters
 
 
 class ErrorDetail(BaseModel):
@@ -46,4 +46,4 @@ class WebhookPayload(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: Parameters = Field(default_factory=dict)

@@ -33,7 +33,8 @@ class Engine:
         self.settings = settings
         self.owner = replica_name()
         self.api_url = api_url or settings.api_url
-        self.dispatcher = Dispatcher(db, settings, self.owner, self._identity_env)
+        self.dispatcher = Dispatcher(db, settings, self.owner, self._identity_env,
+                                     on_cancel_requested=lambda: self.watcher.wake())
         self.watcher = Watcher(db, settings, is_in_flight=self.dispatcher.is_in_flight,
                                on_final=self.dispatcher.wake)
         self.scheduler = Scheduler(db, settings, on_new_runs=self.dispatcher.wake)

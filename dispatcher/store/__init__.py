@@ -4,28 +4,41 @@
 """
 
 from dispatcher.store.claims import (
+    Claim,
     ClaimedRun,
     ScheduleTarget,
     SubmissionRecord,
     WatchedRun,
     active_schedules,
     claim_due_runs,
+    claim_runs,
     end_claimed_runs,
     insert_scheduled_runs,
     next_wakeup,
     record_submissions,
     release_claims,
     renew_leases,
+    run_state,
     runs_to_watch,
     schedule_slot_key,
 )
 from dispatcher.store.db import Database
+from dispatcher.store.dead_letters import (
+    dead_letter_runs,
+    park_runs,
+    resubmit_run,
+)
 from dispatcher.store.deployments import (
     apply_deployment,
     delete_deployment,
     get_deployment,
     list_deployments,
     update_deployment,
+)
+from dispatcher.store.pool_breaker import (
+    close_pool_breaker,
+    delay_breaker_probe,
+    open_pool_breaker,
 )
 from dispatcher.store.pools import (
     create_pool,
@@ -52,15 +65,18 @@ from dispatcher.store.runs import (
     set_run_state,
 )
 from dispatcher.store.runtime import append_run_logs, report_run_state, run_token_key
+from dispatcher.store.stats import StoreStats, store_stats
 
 __all__ = [
-    "ClaimedRun", "Database", "ScheduleTarget", "SubmissionRecord", "WatchedRun",
-    "active_schedules", "append_logs", "append_run_logs", "apply_deployment", "cancel_run",
-    "claim_due_runs", "create_pool", "create_queue", "create_run", "default_base_job_template",
-    "delete_deployment", "delete_pool", "delete_queue", "end_claimed_runs", "get_deployment",
-    "get_pool", "get_queue", "get_run", "insert_scheduled_runs", "list_deployments", "list_pools",
-    "list_queues", "list_runs", "next_wakeup", "preview_pool", "read_logs", "record_submissions",
-    "release_claims", "renew_leases", "report_run_state", "run_token_key", "runs_to_watch",
-    "schedule_slot_key", "set_pool_paused", "set_run_state", "update_deployment", "update_pool",
-    "update_queue",
+    "Claim", "ClaimedRun", "Database", "ScheduleTarget", "StoreStats", "SubmissionRecord",
+    "WatchedRun", "active_schedules", "append_logs", "append_run_logs", "apply_deployment",
+    "cancel_run", "claim_due_runs", "claim_runs", "close_pool_breaker", "create_pool",
+    "create_queue", "create_run", "dead_letter_runs", "default_base_job_template",
+    "delay_breaker_probe", "delete_deployment", "delete_pool", "delete_queue",
+    "end_claimed_runs", "get_deployment", "get_pool", "get_queue", "get_run",
+    "insert_scheduled_runs", "list_deployments", "list_pools", "list_queues", "list_runs",
+    "next_wakeup", "open_pool_breaker", "park_runs", "preview_pool", "read_logs",
+    "record_submissions", "release_claims", "renew_leases", "report_run_state", "resubmit_run",
+    "run_state", "run_token_key", "runs_to_watch", "schedule_slot_key", "set_pool_paused",
+    "set_run_state", "store_stats", "update_deployment", "update_pool", "update_queue",
 ]

@@ -5,11 +5,13 @@ Claiming is one transaction: due runs in unpaused pools and queues, lowest queue
 number first, then scheduled time, within the pool, queue and deployment concurrency
 limits, marked PENDING with a lease. On PostgreSQL the candidates are taken ``FOR UPDATE
 SKIP LOCKED`` and claimers serialise on an advisory lock, so limits hold across replicas.
+Two steps come first in the same transaction: the deployments' missed-run policies
+(store/missed_runs.py) and the circuit breaker's half-open probes (store/pool_breaker.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,9 +31,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from dispatcher.models import ACTIVE_STATES, RunState, ScheduleSpec
+from dispatcher.models import (
+    ACTIVE_STATES,
+    DEFAULT_SUBMIT_DEADLINE_SECONDS,
+    RunState,
+    ScheduleSpec,
+)
 from dispatcher.store.common import insert_ignoring_conflicts, pairs, utcnow
 from dispatcher.store.db import CLAIM_LOCK_ID, Database
+from dispatcher.store.missed_runs import apply_missed_run_policies
+from dispatcher.store.pool_breaker import BREAKER, take_probes
 from dispatcher.store.runs import StateChange, transition_many
 from dispatcher.store.tables import (
     deployments,
@@ -69,6 +78,24 @@ class ClaimedRun:
     deployment_job_variables: dict[str, Any]
     run_job_variables: dict[str, Any]
     parameters: dict[str, Any]
+    created: datetime | None = None
+    # Taken up again while PENDING: after another claimer's lease expired
+    # (``lease_expired``), or parked (a breaker opened, a dispatcher stopped mid-submit).
+    reclaimed: bool = False
+    lease_expired: bool = False
+    probe: bool = False  # the circuit breaker's half-open probe of its (paused) pool
+    submit_deadline_seconds: float = DEFAULT_SUBMIT_DEADLINE_SECONDS
+    submit_errors: tuple[dict[str, Any], ...] = ()  # failed attempts of earlier claims
+
+
+@dataclass
+class Claim:
+    """What one claim transaction did: the runs to submit, and what the policies ended."""
+
+    runs: list[ClaimedRun] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # run id -> reason (CANCELLED)
+    cancelling: list[str] = field(default_factory=list)  # active runs cancel-previous stops
+    dead_lettered: list[str] = field(default_factory=list)  # parked past their deadline
 
 
 def _blocked(conn: Connection, table: Table, fk: ColumnElement[Any]
@@ -178,21 +205,33 @@ def _expired_run_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
 
 async def claim_due_runs(db: Database, owner: str, *, limit: int, lease_seconds: float,
                          now: datetime | None = None) -> list[ClaimedRun]:
+    """The runs claimed (see ``claim_runs`` for everything the claim did)."""
+    claim = await claim_runs(db, owner, limit=limit, lease_seconds=lease_seconds, now=now)
+    return claim.runs
+
+
+async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: float,
+                     now: datetime | None = None) -> Claim:
     now = now or utcnow()
 
-    def claim(conn: Connection) -> list[ClaimedRun]:
+    def claim(conn: Connection) -> Claim:
         if db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
+        policies = apply_missed_run_policies(conn, now)
+        probes = take_probes(conn, now, hold_seconds=lease_seconds)
+        result = Claim(skipped=policies.skipped, cancelling=policies.cancelling,
+                       dead_lettered=probes.dead_lettered)
         limits = _current_limits(conn)
         candidates = _expired_run_ids(conn, now, limit) + _due_run_ids(conn, now, limit, limits)
-        if not candidates:
-            return []
+        if not candidates and not probes.run_ids:
+            return result
         query = (
             select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
                    runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, runs.c.job_variables,
-                   runs.c.parameters, work_queues.c.name.label("queue_name"))
+                   runs.c.parameters, runs.c.created, runs.c.lease_owner, runs.c.submit_errors,
+                   work_queues.c.name.label("queue_name"))
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .where(runs.c.id.in_(candidates),
+            .where(runs.c.id.in_(probes.run_ids + candidates),
                    or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now),
                        and_(runs.c.state == PENDING, runs.c.infra_id.is_(None))))
             .order_by(*_DUE_ORDER)
@@ -200,11 +239,15 @@ async def claim_due_runs(db: Database, owner: str, *, limit: int, lease_seconds:
         if db.dialect == "postgresql":
             # Rows another transaction holds (a cancel, say) wait for the next claim.
             query = query.with_for_update(of=runs, skip_locked=True)
-        chosen = limits.take(list(conn.execute(query)), limit)
+        rows = list(conn.execute(query))
+        probe_ids = set(probes.run_ids)
+        chosen = limits.take([r for r in rows if r.id in probe_ids], len(probe_ids))
+        chosen += limits.take([r for r in rows if r.id not in probe_ids], limit)
         if not chosen:
-            return []
+            return result
         _mark_claimed(conn, chosen, owner, now, now + timedelta(seconds=lease_seconds))
-        return _claimed_runs(conn, chosen)
+        result.runs = _claimed_runs(conn, chosen, probe_ids)
+        return result
 
     return await db.run(claim, write=True)
 
@@ -222,12 +265,19 @@ def _mark_claimed(conn: Connection, chosen: list[Any], owner: str, now: datetime
         conn.execute(update(runs).where(runs.c.id.in_(again)).values(
             lease_owner=owner, lease_expires=expires, updated=now))
     conn.execute(insert(run_states), [
-        {"run_id": r.id, "state": PENDING, "timestamp": now,
-         "message": (f"claimed by {owner}" if r.state == SCHEDULED
-                     else f"lease expired; reclaimed by {owner}")} for r in chosen])
+        {"run_id": r.id, "state": PENDING, "timestamp": now, "message": _claim_message(r, owner)}
+        for r in chosen])
 
 
-def _claimed_runs(conn: Connection, chosen: list[Any]) -> list[ClaimedRun]:
+def _claim_message(row: Any, owner: str) -> str:
+    if row.state == SCHEDULED:
+        return f"claimed by {owner}"
+    if row.lease_owner is None:  # parked: handed back with its attempt kept
+        return f"taken up again by {owner}"
+    return f"lease expired; reclaimed by {owner}"
+
+
+def _claimed_runs(conn: Connection, chosen: list[Any], probes: set[str]) -> list[ClaimedRun]:
     """Join each run with its pool and deployment, read once per pool and deployment (a
     batch is usually a few of each; templates are the largest thing in the store)."""
     pools = {r.id: r for r in conn.execute(
@@ -237,7 +287,8 @@ def _claimed_runs(conn: Connection, chosen: list[Any]) -> list[ClaimedRun]:
     deps = {r.id: r for r in conn.execute(
         select(deployments.c.id, deployments.c.name, deployments.c.flow_name,
                deployments.c.command, deployments.c.entrypoint, deployments.c.source,
-               deployments.c.image, deployments.c.job_variables)
+               deployments.c.image, deployments.c.job_variables,
+               deployments.c.submit_deadline_seconds)
         .where(deployments.c.id.in_({r.deployment_id for r in chosen if r.deployment_id})))}
     claimed = []
     for r in chosen:
@@ -252,7 +303,13 @@ def _claimed_runs(conn: Connection, chosen: list[Any]) -> list[ClaimedRun]:
             entrypoint=dep.entrypoint if dep else None, source=dep.source if dep else None,
             image=dep.image if dep else None,
             deployment_job_variables=(dep.job_variables if dep else None) or {},
-            run_job_variables=r.job_variables or {}, parameters=r.parameters or {}))
+            run_job_variables=r.job_variables or {}, parameters=r.parameters or {},
+            created=r.created, reclaimed=r.state == PENDING,
+            lease_expired=r.state == PENDING and r.lease_owner is not None,
+            probe=r.id in probes,
+            submit_deadline_seconds=(dep.submit_deadline_seconds if dep else None)
+            or DEFAULT_SUBMIT_DEADLINE_SECONDS,
+            submit_errors=tuple(r.submit_errors or ())))
     return claimed
 
 
@@ -274,6 +331,16 @@ async def record_submissions(db: Database, owner: str,
     now = utcnow()
 
     def record(conn: Connection) -> None:
+        # Only runs this claimer still holds: a record retried after an outage must not
+        # add a second "submitted" to a run another replica has since taken over.
+        held = select(runs.c.id).where(runs.c.id.in_([r.run_id for r in records]),
+                                       runs.c.lease_owner == owner, runs.c.infra_id.is_(None))
+        if conn.dialect.name == "postgresql":
+            held = held.with_for_update()
+        ours = set(conn.execute(held).scalars())
+        mine = [r for r in records if r.run_id in ours]
+        if not mine:
+            return
         conn.execute(
             update(runs).where(runs.c.id == bindparam("rid"), runs.c.lease_owner == owner)
             .values(infra_id=bindparam("infra"), console_url=bindparam("url"),
@@ -282,10 +349,10 @@ async def record_submissions(db: Database, owner: str,
                     updated=now),
             [{"rid": r.run_id, "infra": r.infra_id, "url": r.console_url,
               "config": r.job_configuration, "timeout": r.timeout_seconds, "msg": r.message}
-             for r in records])
+             for r in mine])
         conn.execute(insert(run_states), [
             {"run_id": r.run_id, "state": PENDING, "timestamp": now, "message": r.message}
-            for r in records])
+            for r in mine])
 
     await db.run(record, write=True)
 
@@ -298,6 +365,13 @@ async def renew_leases(db: Database, owner: str, run_ids: list[str],
     await db.run(lambda conn: conn.execute(
         update(runs).where(runs.c.id.in_(run_ids), runs.c.lease_owner == owner)
         .values(lease_expires=expires)), write=True)
+
+
+async def run_state(db: Database, run_id: str) -> RunState | None:
+    """A run's stored state (None if it is gone): the dispatcher checks it between retries."""
+    state = await db.run(lambda conn: conn.execute(
+        select(runs.c.state).where(runs.c.id == run_id)).scalar_one_or_none())
+    return None if state is None else RunState(state)
 
 
 async def release_claims(db: Database, owner: str, run_ids: list[str], reason: str) -> None:
@@ -368,17 +442,23 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
 
 
 async def next_wakeup(db: Database) -> datetime | None:
-    """When the dispatcher must look again: the next due run or the next lease to expire."""
-    def read(conn: Connection) -> tuple[Any, Any]:
-        due = (conn.execute(
-            select(func.min(runs.c.scheduled_time))
-            .join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(runs.c.state == SCHEDULED, work_pools.c.paused.is_(False),
-                   work_queues.c.paused.is_(False)))).scalar_one_or_none()
-        lease = (conn.execute(select(func.min(runs.c.lease_expires)).where(
-            runs.c.state == PENDING, runs.c.infra_id.is_(None)))).scalar_one_or_none()
-        return due, lease
+    """When the dispatcher must look again: the next due run, the next lease to expire (in
+    claimable pools and queues), or the next circuit-breaker probe."""
+    def read(conn: Connection) -> tuple[Any, Any, Any]:
+        def earliest(column: Any, *where: Any) -> Any:
+            return conn.execute(
+                select(func.min(column))
+                .join(work_queues, work_queues.c.id == runs.c.queue_id)
+                .join(work_pools, work_pools.c.id == runs.c.pool_id)
+                .where(*where, _UNPAUSED)).scalar_one_or_none()
+
+        due = earliest(runs.c.scheduled_time, runs.c.state == SCHEDULED)
+        lease = earliest(runs.c.lease_expires, runs.c.state == PENDING,
+                         runs.c.infra_id.is_(None))
+        probe = conn.execute(select(func.min(work_pools.c.breaker_retry_at)).where(
+            work_pools.c.paused.is_(True), work_pools.c.paused_by == BREAKER)
+        ).scalar_one_or_none()
+        return due, lease, probe
 
     times = [t for t in await db.run(read) if t is not None]
     if not times:

@@ -77,8 +77,10 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
 
 
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
-                     idempotency_key: str | None = None) -> tuple[Run, bool]:
-    """A run of a deployment; the same idempotency key returns the same run."""
+                     idempotency_key: str | None = None,
+                     resubmitted_from: str | None = None) -> tuple[Run, bool]:
+    """A run of a deployment; the same idempotency key returns the same run.
+    ``resubmitted_from``: the dead letter this run resubmits (store/dead_letters.py)."""
 
     def read(conn: Connection) -> tuple[Row[Any], Row[Any], str | None, Run | None]:
         dep = deployment_row(conn, deployment_ref)
@@ -104,7 +106,8 @@ async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
         pool_id=dep.pool_id, queue_id=dep.queue_id, state=RunState.SCHEDULED.value,
         state_message="created", scheduled_time=scheduled, parameters=parameters,
         job_variables=data.job_variables, job_configuration=rendered, attempt=0,
-        idempotency_key=key, auto_scheduled=False, created=now, updated=now)
+        idempotency_key=key, auto_scheduled=False, resubmitted_from=resubmitted_from,
+        created=now, updated=now)
     first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
                         message=f"scheduled for {scheduled.isoformat()}")
 
@@ -148,9 +151,12 @@ async def get_run(db: Database, run_id: str) -> Run:
 
 async def list_runs(db: Database, *, state: RunState | None = None,
                     pool_name: str | None = None, deployment_ref: str | None = None,
-                    limit: int = 50, offset: int = 0) -> list[Run]:
+                    dead_letter: bool = False, limit: int = 50, offset: int = 0) -> list[Run]:
+    """Runs, newest first; ``dead_letter``: only runs that never reached their provider."""
     query = _select().order_by(runs.c.created.desc(), runs.c.id).limit(
         min(limit, MAX_PAGE)).offset(offset)
+    if dead_letter:
+        query = query.where(runs.c.dead_letter.is_(True))
     if state is not None:
         query = query.where(runs.c.state == state.value)
     if pool_name is not None:

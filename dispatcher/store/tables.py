@@ -24,6 +24,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import DateTime, TypeDecorator
@@ -51,6 +53,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Python None stored as SQL NULL (not JSON 'null'), so IS NULL finds it.
+NullableJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Id = String(36)
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
@@ -71,6 +75,10 @@ work_pools = Table(
     Column("concurrency_limit", Integer),
     Column("paused", Boolean, nullable=False, default=False),
     Column("paused_reason", Text),
+    # Who paused it: "user" (never resumed by itself) or "breaker" (the engine's circuit
+    # breaker, which probes the provider from breaker_retry_at on and resumes it).
+    Column("paused_by", String(20)),
+    Column("breaker_retry_at", UTCDateTime),
     Column("late_after_seconds", Float, nullable=False, default=15.0),
     Column("provisioned", JSONType),
     Column("created", UTCDateTime, nullable=False),
@@ -110,6 +118,10 @@ deployments = Table(
     Column("version", String(200)),
     Column("concurrency_limit", Integer),
     Column("paused", Boolean, nullable=False, default=False),
+    Column("submit_deadline_seconds", Float, nullable=False, default=3600.0,
+           server_default=text("3600")),
+    Column("catchup", String(10), nullable=False, default="all", server_default="all"),
+    Column("overlap", String(20), nullable=False, default="allow", server_default="allow"),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     UniqueConstraint("flow_name", "name"),
@@ -151,6 +163,10 @@ runs = Table(
     Column("lease_expires", UTCDateTime),
     Column("log_cursor", Text),
     Column("result", JSONType),  # the flow's return value, reported by its runtime
+    # Failed submit attempts [{at, error, probe}] while it is retried; kept when it ends.
+    Column("submit_errors", NullableJSONType),
+    Column("dead_letter", Boolean, nullable=False, default=False, server_default=false()),
+    Column("resubmitted_from", Id),
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
@@ -158,6 +174,9 @@ runs = Table(
     Index("ix_runs_deployment_state", "deployment_id", "state"),
     Index("ix_runs_queue_state", "queue_id", "state"),
     Index("ix_runs_created", "created"),
+    # Dead letters are few: a partial index keeps `run ls --dead-letter` cheap for free.
+    Index("ix_runs_dead_letter_created", "created", sqlite_where=text("dead_letter"),
+          postgresql_where=text("dead_letter")),
 )
 
 run_states = Table(
