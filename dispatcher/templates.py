@@ -289,6 +289,22 @@ def resolve_job(base_job_template: dict[str, Any], deployment_vars: dict[str, An
     Merged = schema defaults < deployment variables < run variables. The merged variables hold
     every declared variable that has a value, whether or not a placeholder uses it.
     """
+    # The dispatcher resolves the same few (template, overrides) for many runs: memoised
+    # by content, and copied out so no caller can change the cached answer.
+    key = json.dumps([base_job_template, deployment_vars, run_vars], sort_keys=True,
+                     default=str)
+    merged, rendered = _resolve_job_cached(key)
+    return copy.deepcopy(merged), copy.deepcopy(rendered)
+
+
+@functools.lru_cache(maxsize=1024)
+def _resolve_job_cached(key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    base_job_template, deployment_vars, run_vars = json.loads(key)
+    return _resolve_job(base_job_template, deployment_vars, run_vars)
+
+
+def _resolve_job(base_job_template: dict[str, Any], deployment_vars: dict[str, Any],
+                 run_vars: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     _validate_template_cached(json.dumps(base_job_template, sort_keys=True))
     schema = base_job_template["variables"]
     validate_job_variables(schema, deployment_vars, enforce_required=False)

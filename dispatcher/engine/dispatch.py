@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from dispatcher import metrics, store, templates
 from dispatcher.engine.backoff import backoff_delay
 from dispatcher.engine.breaker import BreakerPolicy, CircuitBreakers
-from dispatcher.engine.jobspec import build_job_spec
+from dispatcher.engine.jobspec import IdentityEnv, build_job_spec
 from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Claim, ClaimedRun, Database, SubmissionRecord
@@ -80,7 +80,7 @@ def _no_op() -> None:
 
 class Dispatcher:
     def __init__(self, db: Database, settings: Settings, owner: str,
-                 identity_env: Callable[[ClaimedRun], dict[str, str]],
+                 identity_env: IdentityEnv,
                  on_cancel_requested: Callable[[], None] = _no_op):
         self.db = db
         self.settings = settings
@@ -224,7 +224,7 @@ class Dispatcher:
 
     async def _submit(self, run: ClaimedRun) -> None:
         try:
-            spec = build_job_spec(run, self.identity_env(run))
+            spec = build_job_spec(run, self.identity_env)
             provider = registry.get_provider(run.pool_type)
         except (templates.TemplateError, registry.UnknownPoolType,
                 registry.ProviderUnavailable, ValueError) as exc:

@@ -14,7 +14,6 @@ import uuid
 
 from dispatcher import run_tokens, store
 from dispatcher.engine.dispatch import Dispatcher
-from dispatcher.engine.jobspec import job_timeout
 from dispatcher.engine.scheduler import Scheduler
 from dispatcher.engine.watcher import Watcher
 from dispatcher.settings import Settings
@@ -40,11 +39,11 @@ class Engine:
         self.scheduler = Scheduler(db, settings, on_new_runs=self.dispatcher.wake)
         self._run_token_key: bytes | None = None  # read in start()
 
-    def _identity_env(self, run: ClaimedRun) -> dict[str, str]:
+    def _identity_env(self, run: ClaimedRun, timeout: int | None) -> dict[str, str]:
         env = {"PUSHPOOL_API_URL": self.api_url}
         if self._run_token_key is not None:
             # Valid for this run alone, until its timeout (plus a margin) has passed.
-            expires = run_tokens.expiry_for(job_timeout(run), time.time())
+            expires = run_tokens.expiry_for(timeout, time.time())
             env["PUSHPOOL_RUN_TOKEN"] = run_tokens.mint(self._run_token_key, run.run_id,
                                                         expires)
         return env

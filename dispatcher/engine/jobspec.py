@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from dispatcher import templates
@@ -22,24 +23,24 @@ def execute_command(pool_type: str) -> list[str]:
     return list(PROCESS_EXECUTE_COMMAND if pool_type == "process" else EXECUTE_COMMAND)
 
 
-def job_timeout(run: ClaimedRun) -> int | None:
-    """The run's timeout in seconds (its job's ``timeout`` variable), None for none."""
-    values, _ = templates.resolve_job(run.base_job_template, run.deployment_job_variables,
-                                      run.run_job_variables)
-    return _int_or_none(values.get("timeout"))
+IdentityEnv = Callable[[ClaimedRun, int | None], dict[str, str]]
 
 
-def build_job_spec(run: ClaimedRun, identity_env: dict[str, str]) -> JobSpec:
-    """Raises templates.TemplateError if the pool's template no longer fits the overrides."""
+def build_job_spec(run: ClaimedRun, identity_env: IdentityEnv) -> JobSpec:
+    """Raises templates.TemplateError if the pool's template no longer fits the overrides.
+
+    ``identity_env(run, timeout)`` gives the env that names the run to its job (API URL,
+    run token valid until the timeout has passed)."""
     values, config = templates.resolve_job(run.base_job_template, run.deployment_job_variables,
                                            run.run_job_variables)
+    timeout = _int_or_none(values.get("timeout"))
     command = values.get("command") or run.command or (
         execute_command(run.pool_type) if run.entrypoint else None)
     if not command:
         raise templates.TemplateError("command", "the run has no command to execute",
                                       "give the deployment a command or an entrypoint")
     env = {k: str(v) for k, v in (values.get("env") or {}).items() if v is not None}
-    env.update(identity_env)
+    env.update(identity_env(run, timeout))
     env.update({
         "PUSHPOOL_RUN_ID": run.run_id,
         "PUSHPOOL_RUN_NAME": run.name,
@@ -64,7 +65,7 @@ def build_job_spec(run: ClaimedRun, identity_env: dict[str, str]) -> JobSpec:
         env=env,
         cpu=_int_or_none(values.get("cpu")),
         memory=_int_or_none(values.get("memory")),
-        timeout=_int_or_none(values.get("timeout")),
+        timeout=timeout,
         labels=labels,
         config=config,
         attempt=run.attempt,
