@@ -25,4 +25,4 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install
-	$(VENV)/bin/python bench/dispatch.py
+	$(VENV)/bin/python bench/run_all.py

@@ -1,0 +1,258 @@
+"""Scale benchmark: a store holding 100,000 deployments with schedules and 1,000,000 runs
+(bench/scale_data.py loads them by bulk SQL), measured through the real code paths:
+
+- the claim transaction (``store.claim_due_runs``), with due runs and with nothing due,
+  and the dispatcher's other per-pass reads (``next_wakeup``, ``runs_to_watch``);
+- a real server process on that store: time to answer, time until its start-up passes
+  (scheduler, watcher) are done, its CPU use after that, and its RSS (now and peak);
+- ``GET /api/runs`` first pages (what `pushpool run ls` shows), plain and filtered, and
+  the `pushpool run ls` command itself, wall clock.
+
+Usage:
+
+    python bench/scale.py [--deployments 100000] [--runs 1000000]
+                          [--backend sqlite|postgresql] [--profile] [--db-file PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    RESULTS,
+    RawHttp,
+    percentiles,
+    postgres_database,
+    print_summary,
+    print_table,
+    start_server,
+    stop_server,
+    summary_row,
+    write_json,
+)
+from bench.profiling import print_summary as print_profile
+from bench.profiling import py_spy, summarise
+from bench.scale_data import Shape, counts, load
+
+CLAIM_TARGET_MS = 10.0
+LIST_TARGET_MS = 100.0
+RSS_TARGET_MB = 250.0
+OWNER = "scale-bench"
+CLAIM_BATCH = 200
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> tuple[list[float], Any]:
+    """Milliseconds of each of ``repeat`` calls, and the last call's result."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = await fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times, result
+
+
+async def store_phase(url: str, shape: Shape, reuse: bool) -> dict[str, Any]:
+    """Load the data (unless ``reuse``), then time the engine's queries in this process
+    (the server is not running yet, so nothing competes with them)."""
+    from dispatcher import store
+    from providers import registry
+
+    registry.register_provider("noop", "bench.noop_provider")
+    db = await store.Database.connect(url)
+    try:
+        t0 = time.perf_counter()
+        load_timings = {} if reuse else await load(db, shape)
+        load_seconds = time.perf_counter() - t0
+        stored = await counts(db)
+        print(f"  loaded {stored} in {load_seconds:.1f}s", flush=True)
+        ops: dict[str, Any] = {}
+
+        async def claim_batch() -> Any:
+            return await store.claim_due_runs(db, OWNER, limit=CLAIM_BATCH, lease_seconds=600)
+
+        # With due runs: each call claims the next batch of 200.
+        batch_ms: list[float] = []
+        claimed_ids: list[str] = []
+        while True:
+            t0 = time.perf_counter()
+            claimed = await claim_batch()
+            if not claimed:
+                break
+            batch_ms.append((time.perf_counter() - t0) * 1000)
+            claimed_ids.extend(r.run_id for r in claimed)
+        ops["claim, 200 due runs per call"] = percentiles(batch_ms)
+        ops["claim, nothing due"] = percentiles((await timed(claim_batch, 20))[0])
+        ops["next_wakeup"] = percentiles((await timed(lambda: store.next_wakeup(db), 20))[0])
+        ops["runs_to_watch (500)"] = percentiles((await timed(
+            lambda: store.runs_to_watch(db, limit=500), 20))[0])
+        schedules_ms, targets = await timed(lambda: store.active_schedules(db), 2)
+        ops["active_schedules (all)"] = percentiles(schedules_ms)
+        # Hand the claimed runs back so the server starts from a plain store.
+        await store.release_claims(db, OWNER, claimed_ids, "released by the scale benchmark")
+        return {"load_seconds": load_seconds, "load_steps": load_timings, "stored": stored,
+                "claimed": len(claimed_ids), "active_schedules": len(targets), "ops_ms": ops}
+    finally:
+        await db.close()
+
+
+async def list_pages(url: str, repeat: int) -> dict[str, Any]:
+    client = RawHttp(url, size=1)
+    queries = {"run ls (first page)": "/api/runs",
+               "run ls --state FAILED": "/api/runs?state=FAILED",
+               "run ls --pool pool-3": "/api/runs?pool=pool-3",
+               "run ls --deployment flow-7/dep-777": "/api/runs?deployment=flow-7/dep-777",
+               "run ls --state SCHEDULED --limit 200": "/api/runs?state=SCHEDULED&limit=200"}
+    out: dict[str, Any] = {}
+    try:
+        for name, path in queries.items():
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                status, body = await client.request("GET", path)
+                times.append((time.perf_counter() - t0) * 1000)
+                if status != 200:
+                    raise RuntimeError(f"GET {path}: {status} {body}")
+            out[name] = {**percentiles(times), "items": len(body)}
+    finally:
+        await client.close()
+    return out
+
+
+def cli_run_ls(url: str, repeat: int = 3) -> dict[str, float]:
+    exe = Path(sys.executable).with_name("pushpool")
+    env = {**os.environ, "PUSHPOOL_API_URL": url}
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([str(exe), "run", "ls"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentiles(times)
+
+
+def server_phase(url: str, profile: bool, window: float) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="pushpool-scale-server-"))
+    t0 = time.perf_counter()
+    server = start_server(url, home=home)
+    try:
+        answered = time.perf_counter() - t0
+        ctx = (py_spy(server.pid, RESULTS / "profile-scale-server.txt") if profile
+               else contextlib.nullcontext())
+        with ctx:
+            try:
+                settled: float | None = server.wait_idle(quiet_seconds=2.0, timeout=window)
+            except RuntimeError:
+                settled = None  # still busy when the window closed
+            # CPU over a quiet-time window: what the server costs when nothing is due.
+            cpu0, w0 = server.cpu_seconds(), time.perf_counter()
+            rss_samples = []
+            while time.perf_counter() - w0 < 10:
+                rss_samples.append(server.rss_mb())
+                time.sleep(0.5)
+            busy = (server.cpu_seconds() - cpu0) / (time.perf_counter() - w0)
+            pages = asyncio.run(list_pages(server.url, 10))
+            cli = cli_run_ls(server.url)
+        if profile:
+            print_profile("scale server", summarise(RESULTS / "profile-scale-server.txt"))
+        return {"answered_s": answered, "settled_s": settled, "cpu_share_after": busy,
+                "rss_mb": max(rss_samples), "peak_rss_mb": server.peak_rss_mb(),
+                "api_ms": pages, "cli_run_ls_ms": cli, "server_log": server.log_tail(2000)}
+    finally:
+        stop_server(server)
+
+
+def bench(backend: str, shape: Shape, profile: bool, window: float,
+          db_file: Path | None) -> dict[str, Any]:
+    reuse = False
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            url = stack.enter_context(postgres_database())
+        elif db_file is not None:
+            reuse = db_file.exists()
+            url = f"sqlite+aiosqlite:///{db_file.absolute()}"
+        else:
+            folder = tempfile.mkdtemp(prefix="pushpool-scale-")
+            stack.callback(shutil.rmtree, folder, True)
+            url = f"sqlite+aiosqlite:///{folder}/scale.db"
+        print(f"  {'reusing' if reuse else 'loading'} {shape.deployments:,} deployments and "
+              f"{shape.runs:,} runs in {backend} ...", flush=True)
+        stored = asyncio.run(store_phase(url, shape, reuse))
+        print("  starting a server on it ...", flush=True)
+        served = server_phase(url, profile, window)
+    return {"backend": backend, "shape": shape.__dict__, **stored, "server": served}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deployments", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--window", type=float, default=240.0,
+                        help="seconds to wait for the server's start-up passes to finish")
+    parser.add_argument("--profile", action="store_true",
+                        help="record the server with py-spy (bench/results/)")
+    parser.add_argument("--db-file", type=Path, default=None,
+                        help="SQLite only: keep the store in this file, and reuse it if it "
+                             "exists (for looking into a result; delete it yourself)")
+    args = parser.parse_args()
+    if args.db_file and args.backend != "sqlite":
+        parser.error("--db-file: only with --backend sqlite")
+    shape = Shape(deployments=args.deployments, runs=args.runs)
+    print(f"benchmarking scale on {args.backend} ...", flush=True)
+    r = bench(args.backend, shape, args.profile, args.window, args.db_file)
+    ops = r["ops_ms"]
+    print_table(f"Store queries at scale ({args.backend}, {r['stored']['runs']:,} runs, "
+                f"{r['stored']['deployments']:,} deployments), ms",
+                ["query", "calls", "p50", "p95", "p99", "max"],
+                [[name, o["n"], o.get("p50", 0), o.get("p95", 0), o.get("p99", 0),
+                  o.get("max", 0)] for name, o in ops.items()])
+    server = r["server"]
+    api = server["api_ms"]
+    print_table("API at scale (ms, 10 calls each)", ["request", "items", "p50", "p99", "max"],
+                [[name, o["items"], o["p50"], o["p99"], o["max"]] for name, o in api.items()]
+                + [["pushpool run ls (whole command)", "", server["cli_run_ls_ms"]["p50"],
+                    server["cli_run_ls_ms"]["p99"], server["cli_run_ls_ms"]["max"]]])
+    settled = server["settled_s"]
+    print_table("Server at scale", ["measure", "value"], [
+        ["answered /api/health after (s)", server["answered_s"]],
+        ["start-up passes done after (s)",
+         "still busy after the window" if settled is None else settled],
+        ["CPU after that (share of one core)", f"{server['cpu_share_after']:.0%}"],
+        ["RSS (MB)", server["rss_mb"]], ["peak RSS (MB)", server["peak_rss_mb"]]])
+    idle_claim = ops["claim, nothing due"].get("p99", 1e9)
+    batch_claim = ops["claim, 200 due runs per call"].get("p99", 1e9)
+    first_page = api["run ls (first page)"]["p99"]
+    summary = [
+        summary_row(f"{args.backend} claim p99, nothing due", idle_claim, "ms",
+                    f"< {CLAIM_TARGET_MS:g} ms", idle_claim < CLAIM_TARGET_MS),
+        summary_row(f"{args.backend} claim p99, 200 claimed per call", batch_claim, "ms",
+                    f"< {CLAIM_TARGET_MS:g} ms", batch_claim < CLAIM_TARGET_MS),
+        summary_row(f"{args.backend} run ls first page p99 (API)", first_page, "ms",
+                    f"< {LIST_TARGET_MS:g} ms", first_page < LIST_TARGET_MS),
+        summary_row(f"{args.backend} server peak RSS", server["peak_rss_mb"], "MB",
+                    f"< {RSS_TARGET_MB:g} MB", server["peak_rss_mb"] < RSS_TARGET_MB),
+        summary_row(f"{args.backend} server CPU with nothing due",
+                    100 * server["cpu_share_after"], "% of a core"),
+    ]
+    print_summary(f"Scale targets ({r['stored']['deployments']:,} deployments, "
+                  f"{r['stored']['runs']:,} runs)", summary)
+    path = write_json(f"scale-{args.backend}", {**r, "summary": summary, "args": vars(args)})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

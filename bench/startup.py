@@ -1,0 +1,162 @@
+"""Start-up benchmark: `pushpool --help` wall time, the import time of each provider
+adapter (every pool type in providers.registry.KNOWN_PROVIDERS, so a new adapter is
+measured as soon as it is registered), and a server's time from start to answering.
+
+Each measurement runs in a fresh interpreter. Adapter imports are timed twice: cold (the
+adapter and everything under it) and on top of what the dispatcher has already imported
+(providers.base, pydantic), which is what a server pays the first time a pool of that
+type is used. Usage:
+
+    python bench/startup.py [--repeat 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (
+    ROOT,
+    percentiles,
+    print_summary,
+    print_table,
+    start_server,
+    stop_server,
+    summary_row,
+    write_json,
+)
+
+HELP_TARGET_MS = 300.0
+PUSHPOOL = Path(sys.executable).with_name("pushpool")
+
+IMPORT_PROBE = """
+import importlib, json, sys, time
+module, warm = sys.argv[1], sys.argv[2] == "warm"
+if warm:
+    import providers.base  # noqa: F401
+t0 = time.perf_counter()
+try:
+    importlib.import_module(module)
+except ImportError as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+else:
+    print(json.dumps({"ms": (time.perf_counter() - t0) * 1000,
+                      "modules": len(sys.modules)}))
+"""
+
+
+def wall_ms(argv: list[str], repeat: int, env: dict[str, str] | None = None) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env, cwd=str(ROOT))
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def heaviest_imports(argv_tail: list[str], top: int = 10) -> list[tuple[str, float]]:
+    """The largest cumulative import times under ``python -X importtime``, for modules
+    imported at the top level or one level down (the root command itself included)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv_tail], cwd=str(ROOT),
+                          capture_output=True, text=True, check=False)
+    rows = []
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if not line.startswith("import time:") or len(parts) != 3 or "cumulative" in line:
+            continue
+        name = parts[2].rstrip()
+        level = (len(name) - len(name.lstrip()) - 1) // 2
+        if level <= 1:
+            rows.append(("  " * level + name.strip(), int(parts[1]) / 1000))
+    return sorted(rows, key=lambda r: -r[1])[:top]
+
+
+def adapter_imports(repeat: int) -> list[dict[str, Any]]:
+    from providers.registry import KNOWN_PROVIDERS
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = []
+    for pool_type, entry in KNOWN_PROVIDERS.items():
+        result: dict[str, Any] = {"pool_type": pool_type, "module": entry.module,
+                                  "extra": entry.extra}
+        for mode in ("cold", "warm"):
+            samples: list[float] = []
+            for _ in range(repeat):
+                done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, entry.module, mode],
+                                      capture_output=True, text=True, env=env, cwd=str(ROOT),
+                                      check=False)
+                answer: dict[str, Any] = (
+                    json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout
+                    else {"error": " ".join(done.stderr.strip().splitlines()[-1:])})
+                if "error" in answer:
+                    result["error"] = answer["error"]
+                    break
+                samples.append(answer["ms"])
+            if "error" in result:
+                break
+            result[f"{mode}_ms"] = percentiles(samples)
+        out.append(result)
+    return out
+
+
+def server_start(repeat: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        server = start_server()
+        times.append((time.perf_counter() - t0) * 1000)
+        stop_server(server)
+    return percentiles(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    print("benchmarking start-up ...", flush=True)
+    wall_ms([str(PUSHPOOL), "--help"], 1)  # warm the OS file cache and .pyc files
+    help_ms = percentiles(wall_ms([str(PUSHPOOL), "--help"], args.repeat))
+    python_ms = percentiles(wall_ms([sys.executable, "-c", "pass"], args.repeat))
+    heaviest = heaviest_imports(["-c", "import dispatcher.cli"])
+    adapters = adapter_imports(max(3, args.repeat // 2))
+    start = server_start(max(2, args.repeat // 4))
+    print_table("Start-up (ms, wall clock)", ["command", "runs", "p50", "p95", "max"], [
+        ["pushpool --help", help_ms["n"], help_ms["p50"], help_ms["p95"], help_ms["max"]],
+        ["python -c pass (interpreter alone)", python_ms["n"], python_ms["p50"],
+         python_ms["p95"], python_ms["max"]],
+        ["server start -> /api/health answers", start["n"], start["p50"], start["p95"],
+         start["max"]]])
+    print_table("Heaviest imports under `import dispatcher.cli` (cumulative ms)",
+                ["module", "ms"], [[name, ms] for name, ms in heaviest])
+    print_table("Provider adapter import time (ms, median)",
+                ["pool type", "module", "cold", "after providers.base", "note"],
+                [[a["pool_type"], a["module"],
+                  a.get("cold_ms", {}).get("p50", "-"), a.get("warm_ms", {}).get("p50", "-"),
+                  a.get("error", "")] for a in adapters])
+    summary = [summary_row("pushpool --help, median", help_ms["p50"], "ms",
+                           f"< {HELP_TARGET_MS:g} ms", help_ms["p50"] < HELP_TARGET_MS)]
+    for a in adapters:
+        if "warm_ms" in a:
+            summary.append(summary_row(f"import {a['module']} (after providers.base)",
+                                       a["warm_ms"]["p50"], "ms"))
+    summary.append(summary_row("server start -> answering, median", start["p50"], "ms"))
+    print_summary("Start-up targets", summary)
+    path = write_json("startup", {"help_ms": help_ms, "python_ms": python_ms,
+                                  "heaviest_imports": heaviest, "adapters": adapters,
+                                  "server_start_ms": start, "summary": summary,
+                                  "args": vars(args)})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
