@@ -5,7 +5,8 @@ table and write JSON under bench/results/.
 Every benchmark writes ``{"machine", "when", ..., "summary": [...]}``; ``summary`` rows
 are ``{"metric", "value", "unit", "target", "ok"}`` so that bench/run_all.py can show every
 target in one table. Set PUSHPOOL_BENCH_KEEP_HOME=1 to keep each server's home (its SQLite
-store, server.log and the no-op provider's submits.log) for a look afterwards.
+store, server.log and the no-op provider's submits.log) for a look afterwards, and
+PUSHPOOL_BENCH_SWITCH_INTERVAL=0.0005 to run the servers with that GIL switch interval.
 """
 
 from __future__ import annotations
@@ -250,8 +251,12 @@ def start_server(database_url: str | None = None, home: Path | None = None,
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     submit_log = home / "submits.log"
+    # What-if knob for profiling: the server's GIL switch interval (seconds; Python's
+    # default is 0.005), e.g. to see how much DB-thread <-> event-loop GIL hand-offs cost.
+    switch = os.environ.get("PUSHPOOL_BENCH_SWITCH_INTERVAL")
+    prelude = f"import sys; sys.setswitchinterval({float(switch)!r}); " if switch else ""
     process = subprocess.Popen(
-        [sys.executable, "-c",
+        [sys.executable, "-c", prelude +
          f"from dispatcher.server import run_server; run_server('127.0.0.1', {port})"],
         env=server_env(home, submit_log, database_url, env or {}), cwd=str(ROOT),
         stdout=subprocess.DEVNULL, stderr=open(home / "server.log", "wb"))
