@@ -45,12 +45,12 @@ from tests.test_crash_safety import (
     FLOW,
     Poster,
     assert_each_run_made_once,
+    assert_no_doubled_history,
     create_ledger_deployment,
     ledger_env,
     list_runs,
     post_all,
     wait_until,
-    assert_no_doubled_history,
 )
 
 RUNS_PER_OUTAGE = 150
