@@ -16,6 +16,7 @@ from dispatcher.api.routing import Call, json_model
 from dispatcher.engine.watcher import state_for
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
 from dispatcher.models import RunState
+from dispatcher.store.runs import steps_to
 
 SECRET_HEADER = "X-Pushpool-Events-Secret"
 
@@ -80,12 +81,10 @@ async def ecs_task_state_change(request: web.Request, call: Call) -> web.StreamR
         return json_model(ProviderEventResult(applied=False, run_id=run_id, state=run.state,
                                               reason="no change"), status=202)
     state, message = decided
-    if state in (RunState.COMPLETED, RunState.FAILED):
-        await store.set_run_state(db, run_id, RunState.RUNNING, "started")
     fields = {"exit_code": status.exit_code} if status.exit_code is not None else {}
-    moved = await store.set_run_state(db, run_id, state, message, **fields)
-    if moved is not None and state.is_final:
+    moved = run_id in await store.apply_state_changes(
+        db, steps_to(run_id, state, message, fields))
+    if moved and state.is_final:
         wake_engine(request)  # a slot may have freed
-    return json_model(ProviderEventResult(applied=moved is not None, run_id=run_id,
-                                          state=moved.state if moved else run.state),
-                      status=202)
+    return json_model(ProviderEventResult(applied=moved, run_id=run_id,
+                                          state=state if moved else run.state), status=202)

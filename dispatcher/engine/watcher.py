@@ -25,7 +25,7 @@ from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Database, WatchedRun
 from dispatcher.store.common import utcnow
-from dispatcher.store.runs import StateChange, append_logs_in, transition_many
+from dispatcher.store.runs import StateChange, append_logs_in, steps_to, transition_many
 from providers import registry
 from providers.base import InfraPhase, InfraStatus, LogLine, Provider
 
@@ -248,11 +248,7 @@ class Watcher:
         for run_id, change in changes.items():
             if change.state is None:
                 continue
-            if change.state in (RunState.COMPLETED, RunState.FAILED):
-                # It ran between two polls: keep RUNNING in the history (skipped if it
-                # already is RUNNING, or is CANCELLING).
-                steps.append(StateChange(run_id, RunState.RUNNING, "started"))
-            steps.append(StateChange(run_id, change.state, change.message, change.fields))
+            steps += steps_to(run_id, change.state, change.message, change.fields)
         def apply(conn: Connection) -> list[str]:
             append_logs_in(conn, {run_id: (c.logs, c.cursor)
                                   for run_id, c in changes.items() if c.logs or c.cursor})

@@ -191,6 +191,21 @@ class StateChange:
     fields: dict[str, Any] = field(default_factory=dict)  # e.g. exit_code, infra_id
 
 
+def steps_to(run_id: str, state: RunState, message: str | None = None,
+             fields: dict[str, Any] | None = None) -> list[StateChange]:
+    """The changes that bring a run to ``state``; a run that COMPLETED or FAILED ran, so
+    RUNNING goes first when it was still PENDING (transition_many skips it otherwise)."""
+    final = StateChange(run_id, state, message, fields or {})
+    if state in (RunState.COMPLETED, RunState.FAILED):
+        return [StateChange(run_id, RunState.RUNNING, "started"), final]
+    return [final]
+
+
+async def apply_state_changes(db: Database, changes: list[StateChange]) -> list[str]:
+    """``transition_many`` in its own transaction; the ids of the runs that moved."""
+    return await db.run(lambda conn: transition_many(conn, changes), write=True)
+
+
 def transition(conn: Connection, run_id: str, state: RunState,
                      message: str | None = None, **fields: Any) -> bool:
     """Compare-and-set one run's state inside the caller's transaction, with history."""

@@ -18,7 +18,13 @@ from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import Run, RunState
 from dispatcher.store.common import insert_ignoring_conflicts, utcnow
 from dispatcher.store.db import Database
-from dispatcher.store.runs import append_logs_in, read_run, transition
+from dispatcher.store.runs import (
+    append_logs_in,
+    read_run,
+    steps_to,
+    transition,
+    transition_many,
+)
 from dispatcher.store.tables import runs, server_secrets
 from providers.base import LogLine
 
@@ -71,11 +77,8 @@ async def report_run_state(db: Database, run_id: str, state: RunState,
             if current.is_final:
                 raise Conflict(f"run {run_id} already ended {current.value}; "
                                f"it cannot become {state.value}")
-            if current is RunState.PENDING:
-                # Reported before the provider said it runs: keep RUNNING in the history.
-                transition(conn, run_id, RunState.RUNNING, "started")
             fields = {"result": result} if result is not None else {}
-            transition(conn, run_id, state, message, **fields)
+            transition_many(conn, steps_to(run_id, state, message, fields))
         return read_run(conn, run_id)
 
     return await db.run(report, write=True)
