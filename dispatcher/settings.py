@@ -56,7 +56,6 @@ class Settings(BaseSettings):
     extra_providers: dict[str, str] = Field(
         default_factory=dict,
         description='More pool types, as JSON {"type": "dotted.module"} (e.g. a benchmark no-op)')
-    process_runs_dir: Path | None = Field(default=None, description="Default $HOME/runs")
 
     def resolved_home(self) -> Path:
         return self.home.expanduser()

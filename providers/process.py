@@ -89,10 +89,9 @@ class ProcessIds:
 
 def runs_root(config: ProcessConfig | None = None) -> Path:
     """Where run directories go: config.working_dir, $PUSHPOOL_RUNS_DIR,
-    $PUSHPOOL_PROCESS_RUNS_DIR, $PUSHPOOL_HOME/runs, ~/.pushpool/runs (first set wins)."""
+    $PUSHPOOL_HOME/runs, ~/.pushpool/runs (first set wins)."""
     for value in (config.working_dir if config else None,
-                  os.environ.get("PUSHPOOL_RUNS_DIR"),
-                  os.environ.get("PUSHPOOL_PROCESS_RUNS_DIR")):
+                  os.environ.get("PUSHPOOL_RUNS_DIR")):
         if value:
             return Path(value).expanduser().absolute()
     home = os.environ.get("PUSHPOOL_HOME") or "~/.pushpool"

@@ -115,7 +115,6 @@ class Runs:
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PUSHPOOL_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("PUSHPOOL_RUNS_DIR", raising=False)
-    monkeypatch.delenv("PUSHPOOL_PROCESS_RUNS_DIR", raising=False)
     return tmp_path / "home"
 
 
