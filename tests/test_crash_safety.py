@@ -24,14 +24,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, select, text
 
-from dispatcher.store.tables import metadata
+from dispatcher.store.tables import metadata, runs
 from tests.fakes.ledger_provider import INFRA_PREFIX, Ledger, count_lines, read_ledger
 from tests.fakes.pushpool_server import ServerProcess
 
@@ -343,6 +344,10 @@ def test_sigterm_while_recovering_from_kill_9_keeps_the_attempt(tmp_path: Path) 
             wait_until(lambda: run(y)["state"] == "PENDING", 30, "Y claimed behind X")
             assert run(x)["infra_id"] is None, "X was recorded before the kill: no test"
             kill(server)
+            # Both leases must have run out before the restart, or X (claimed first, so its
+            # lease ends first) is reclaimed alone and goes ahead of Y.
+            y_lease_ends = lease_expiry(server.home, y)
+            wait_until(lambda: datetime.now(UTC) > y_lease_ends, 30, "Y's lease to run out")
 
             server.start()
             assert server.proc is not None
@@ -362,6 +367,19 @@ def test_sigterm_while_recovering_from_kill_9_keeps_the_attempt(tmp_path: Path) 
             assert {e.attempt for e in ledger.calls if e.run_id == x} == {1}
     finally:
         server.stop()
+
+
+def lease_expiry(home: Path, run_id: str) -> datetime:
+    """When the (dead) server's claim on a run ends, read from the SQLite store."""
+    engine = create_engine(f"sqlite:///{home / 'pushpool.db'}")
+    try:
+        with engine.connect() as conn:
+            expires = conn.execute(select(runs.c.lease_expires)
+                                   .where(runs.c.id == run_id)).scalar_one()
+    finally:
+        engine.dispose()
+    assert expires is not None, f"run {run_id} holds no lease"
+    return expires
 
 
 def cancel_in_store(home: Path, run_id: str) -> dict[str, Any]:
