@@ -160,9 +160,9 @@ _DUE_ORDER = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
 _UNPAUSED = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
 
 
-def _due_run_ids(conn: Connection, now: datetime, limit: int, limits: _Limits) -> list[str]:
+def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits) -> list[str]:
     """Ids of due SCHEDULED runs in claim order, none beyond a limit's free slots."""
-    due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now)
+    due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by)
     base = (select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
             .join(work_pools, work_pools.c.id == runs.c.pool_id).where(due, _UNPAUSED))
     if not limits.any():
@@ -211,8 +211,11 @@ async def claim_due_runs(db: Database, owner: str, *, limit: int, lease_seconds:
 
 
 async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: float,
-                     now: datetime | None = None) -> Claim:
+                     now: datetime | None = None, ahead_seconds: float = 0.0) -> Claim:
+    """``ahead_seconds``: also claim runs due that soon, so the dispatcher can have them in
+    hand and call the provider at their scheduled time rather than after a claim."""
     now = now or utcnow()
+    due_by = now + timedelta(seconds=ahead_seconds)
 
     def claim(conn: Connection) -> Claim:
         if db.dialect == "postgresql":
@@ -222,7 +225,8 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
         result = Claim(skipped=policies.skipped, cancelling=policies.cancelling,
                        dead_lettered=probes.dead_lettered)
         limits = _current_limits(conn)
-        candidates = _expired_run_ids(conn, now, limit) + _due_run_ids(conn, now, limit, limits)
+        candidates = (_expired_run_ids(conn, now, limit)
+                      + _due_run_ids(conn, due_by, limit, limits))
         if not candidates and not probes.run_ids:
             return result
         query = (
@@ -232,7 +236,7 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
                    work_queues.c.name.label("queue_name"))
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             .where(runs.c.id.in_(probes.run_ids + candidates),
-                   or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= now),
+                   or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by),
                        and_(runs.c.state == PENDING, runs.c.infra_id.is_(None))))
             .order_by(*_DUE_ORDER)
         )

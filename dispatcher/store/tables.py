@@ -135,6 +135,8 @@ schedules = Table(
     Column("position", Integer, nullable=False),
     Column("spec", JSONType, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    # The last slot a run was stored for (scheduler.py makes only the slots after it).
+    Column("materialised_until", UTCDateTime),
 )
 
 runs = Table(
@@ -173,7 +175,11 @@ runs = Table(
     Index("ix_runs_pool_state", "pool_id", "state"),
     Index("ix_runs_deployment_state", "deployment_id", "state"),
     Index("ix_runs_queue_state", "queue_id", "state"),
-    Index("ix_runs_created", "created"),
+    # `run ls` pages newest first, optionally filtered; id breaks ties in `created`.
+    Index("ix_runs_created_id", "created", "id"),
+    Index("ix_runs_state_created_id", "state", "created", "id"),
+    Index("ix_runs_pool_created_id", "pool_id", "created", "id"),
+    Index("ix_runs_deployment_created_id", "deployment_id", "created", "id"),
     # Dead letters are few: a partial index keeps `run ls --dead-letter` cheap for free.
     Index("ix_runs_dead_letter_created", "created", sqlite_where=text("dead_letter"),
           postgresql_where=text("dead_letter")),
