@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     claim_batch_size: int = Field(default=200, ge=1)
     lease_seconds: float = Field(default=60.0, gt=0, description="How long a claim holds a run")
     submit_concurrency: int = Field(default=64, ge=1)
+    claim_ahead_seconds: float = Field(
+        default=2.0, ge=0, description="Claim runs this long before they are due, so the "
+                                       "provider is called at their scheduled time")
     submit_timeout_seconds: float = Field(default=30.0, gt=0,
                                           description="One provider submit call's time limit")
     submit_max_attempts: int = Field(default=8, ge=1)

@@ -90,6 +90,30 @@ async def test_next_scheduled_run_is_a_timer(engine: Engine, pool: Database) -> 
     assert spec.labels["pushpool-pool"] == "rec"
 
 
+async def test_runs_due_soon_are_claimed_ahead_and_submitted_at_their_time(
+        pool: Database) -> None:
+    # Many runs sharing one slot must not wait for claim after claim once it comes: they
+    # are claimed ahead (PENDING before their time) and called in at their time, not before.
+    eng = Engine(pool, fast_settings(claim_ahead_seconds=5.0, claim_batch_size=5))
+    slot = utcnow() + timedelta(seconds=3)
+    created = [await store.create_run(pool, "f/d", RunCreate(scheduled_time=slot))
+               for _ in range(12)]
+    run_ids = [run.id for run, _ in created]
+    await eng.start()
+    try:
+        async def all_claimed() -> bool:
+            return all([await _is(pool, run_id, RunState.PENDING) for run_id in run_ids])
+
+        await wait_for(all_claimed, timeout=5, what="every run claimed")
+        claimed_at = utcnow()
+        await wait_for(lambda: all(STATE.submits[r] == 1 for r in run_ids), timeout=10,
+                       what="every run submitted")
+        assert claimed_at < slot, "the runs were not claimed ahead of their time"
+        assert min(STATE.submitted_at[r] for r in run_ids) >= slot, "a job started early"
+    finally:
+        await eng.stop()
+
+
 async def test_run_follows_provider_to_completion(engine: Engine, pool: Database) -> None:
     run, _ = await store.create_run(pool, "f/d", RunCreate())
     engine.wake()

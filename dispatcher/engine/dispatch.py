@@ -2,7 +2,9 @@
 
 Wake-ups are events, not polling: ``wake()`` (a new or changed run, a freed slot) starts a
 claim at once; otherwise the loop sleeps until the next due run, lease expiry or breaker
-probe. Each claimed run is submitted in its own task under a per-provider concurrency
+probe. Runs due within ``claim_ahead_seconds`` are claimed early and held until their
+scheduled time, so a slot shared by many schedules is not submitted one claim batch after
+another. Each claimed run is submitted in its own task under a per-provider concurrency
 bound; retryable errors back off with jitter inside the run's lease, which a background
 task keeps renewed while submits are in flight. Successful submissions are recorded in
 batches.
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 IDLE_RECHECK_SECONDS = 5.0  # runs due but held back by limits: look again this often anyway
 MAX_SLEEP_SECONDS = 60.0
+MAX_RUNS_IN_HAND = 10_000  # claimed and not yet submitted, including those held for their time
 JUST_DUE_SECONDS = 1.0  # a wake-up time this recent may not have been claimable yet...
 JUST_DUE_RECHECK_SECONDS = 0.05  # ...so it is looked at again this soon
 
@@ -96,6 +99,7 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._claimed: dict[str, ClaimedRun] = {}
         self._began: set[str] = set()  # runs whose provider submit was called at least once
+        self._held: set[str] = set()  # claimed ahead, waiting for their scheduled time
         self._bounds: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.submit_concurrency))
         self._records: asyncio.Queue[SubmissionRecord] = asyncio.Queue()
@@ -162,13 +166,18 @@ class Dispatcher:
             await self._sleep(await self._seconds_until_next())
 
     async def claim_once(self) -> int:
-        room = self.settings.submit_concurrency * 4 - len(self._in_flight)
+        # Runs held for their time cost a sleeping task each; only the ones submitting
+        # count against the submit backlog.
+        submitting = len(self._in_flight) - len(self._held)
+        room = min(self.settings.submit_concurrency * 4 - submitting,
+                   MAX_RUNS_IN_HAND - len(self._in_flight))
         if room <= 0:
             return 0
         began = time.monotonic()
         claim = await store.claim_runs(
             self.db, self.owner, limit=min(self.settings.claim_batch_size, room),
-            lease_seconds=self.settings.lease_seconds)
+            lease_seconds=self.settings.lease_seconds,
+            ahead_seconds=self.settings.claim_ahead_seconds)
         self._count_policies(claim)
         for run in claim.runs:
             if run.lease_expired:
@@ -199,6 +208,7 @@ class Dispatcher:
         if not self._stopping:
             self._claimed.pop(run_id, None)
             self._began.discard(run_id)
+        self._held.discard(run_id)
 
     async def _seconds_until_next(self) -> float:
         try:
@@ -209,12 +219,19 @@ class Dispatcher:
         if when is None:
             return MAX_SLEEP_SECONDS
         seconds = (when - utcnow()).total_seconds()
+        ahead = self.settings.claim_ahead_seconds
+        if seconds > ahead:
+            return min(seconds - ahead, MAX_SLEEP_SECONDS)  # claim it that much early
+        if seconds > 0:
+            # Within the claim-ahead window yet not claimed: a lease or breaker probe (not
+            # claimable early), or a run held back by a limit. Look again when it is due.
+            return seconds
         if seconds <= -JUST_DUE_SECONDS:
             # Past due but not claimable (paused, at a limit): an event will wake us.
             return IDLE_RECHECK_SECONDS
         # Due just now (a lease that ran out between the claim and this read): look again
         # at once rather than after the idle recheck.
-        return JUST_DUE_RECHECK_SECONDS if seconds <= 0 else min(seconds, MAX_SLEEP_SECONDS)
+        return JUST_DUE_RECHECK_SECONDS
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -231,6 +248,7 @@ class Dispatcher:
             await self._dead_letter(run, "build", f"could not build the job: {exc}",
                                     list(run.submit_errors))
             return
+        await self._hold_until_due(run)
         errors: SubmitErrors = list(run.submit_errors)
         deadline = (first_attempt_at(errors) or utcnow()) + timedelta(
             seconds=run.submit_deadline_seconds)
@@ -256,6 +274,19 @@ class Dispatcher:
             errors.append(submit_error(outcome.error, utcnow(), probe=run.probe))
             if not await self._retry_after_failure(run, outcome, errors, deadline):
                 return
+
+    async def _hold_until_due(self, run: ClaimedRun) -> None:
+        """A run claimed ahead waits for its scheduled time: a job never starts early. (A
+        cancel asked for meanwhile is seen when the submit is recorded, as for any claimed
+        run: the watcher then cancels the job.)"""
+        seconds = (run.scheduled_time - utcnow()).total_seconds()
+        if seconds <= 0:
+            return
+        self._held.add(run.run_id)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._held.discard(run.run_id)
 
     async def _attempt(self, run: ClaimedRun, spec: JobSpec, provider: Provider,
                        first_call: bool) -> Attempt:

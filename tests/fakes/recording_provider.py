@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from providers.base import (
@@ -31,6 +32,7 @@ from providers.base import (
 class RecordingState:
     submits: Counter[str] = field(default_factory=Counter)
     specs: dict[str, JobSpec] = field(default_factory=dict)
+    submitted_at: dict[str, datetime] = field(default_factory=dict)  # the last submit call
     phases: dict[str, InfraPhase] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)
     retryable_failures: Counter[str] = field(default_factory=Counter)  # run id -> fails left
@@ -74,6 +76,7 @@ class RecordingProvider:
             raise RetryableProviderError("try again later", throttled=True)
         STATE.submits[spec.run_id] += 1
         STATE.specs[spec.run_id] = spec
+        STATE.submitted_at[spec.run_id] = datetime.now(UTC)
         STATE.phases.setdefault(spec.run_id, STATE.default_phase)
         if STATE.submitted_event is not None:
             STATE.submitted_event.set()
