@@ -7,7 +7,8 @@ next start.
 
 A PostgreSQL store that does not answer at start (still booting beside the server, or
 restarting) is waited for, with a warning per try, instead of ending the process; once the
-server runs, an outage only makes GET /api/health say "degraded" until the database is back.
+server runs, an outage makes GET /api/health say "degraded" and other routes answer 503
+until the database is back.
 """
 
 from __future__ import annotations
@@ -22,41 +23,17 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Database
+from dispatcher.store.reachability import store_unreachable
 
 log = logging.getLogger("pushpool.server")
 
 STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 5.0
-# SQLSTATEs of a database that is not answering yet: any connection exception (08...),
-# shutting down or starting up (57P01-57P03), too many connections (53300).
-_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-def store_unreachable(exc: BaseException) -> bool:
-    """True when ``exc`` means the database does not answer (yet): a refused, reset or
-    timed-out connection, or PostgreSQL starting up or shutting down. False for what waiting
-    will not fix: a wrong password, a missing database, a failing migration."""
-    pending: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, OSError) or getattr(current, "connection_invalidated", False):
-            return True
-        sqlstate = getattr(current, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(_UNREACHABLE_SQLSTATES):
-            return True
-        # SQLAlchemy wraps the driver's error in .orig; drivers chain theirs as causes.
-        pending.extend(e for e in (getattr(current, "orig", None), current.__cause__,
-                                   current.__context__) if isinstance(e, BaseException))
-    return False
 
 
 async def connect_store(url: str, stop: asyncio.Event) -> Database | None:

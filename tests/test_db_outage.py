@@ -35,7 +35,8 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from dispatcher.server import connect_store, store_unreachable
+from dispatcher.server import connect_store
+from dispatcher.store.reachability import store_unreachable
 from tests.conftest import wait_for
 from tests.fakes.ledger_provider import count_lines, read_ledger
 from tests.fakes.pushpool_server import ServerProcess, free_port
@@ -204,7 +205,7 @@ def test_postgres_outage_under_load(postgres: PostgresInstance, tmp_path: Path) 
 
         wait_until(all_final, 90, "every run in a final state", interval=0.2)
         summary = assert_each_run_made_once(run_ids, server.url, read_ledger(ledger_path))
-        assert all(int(str(s["post_status"])) >= 500 for s in seen), seen
+        assert all(int(str(s["post_status"])) == 503 for s in seen), seen
         server.stop()
         assert server.proc is not None and server.proc.returncode == 0, \
             server.log_path.read_text()[-3000:]
@@ -312,3 +313,46 @@ async def test_a_broken_embedded_store_is_not_waited_for(tmp_path: Path) -> None
     url = f"sqlite+aiosqlite:///{tmp_path / 'file' / 'store.db'}"
     with pytest.raises(OSError):
         await asyncio.wait_for(connect_store(url, asyncio.Event()), timeout=10)
+
+
+async def test_a_request_the_database_cannot_answer_gets_503_with_retry_after(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from dispatcher.api.errors import error_middleware
+
+    async def store_gone(request: web.Request) -> web.Response:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "refused"))
+
+    async def our_bug(request: web.Request) -> web.Response:
+        raise OperationalError("SELECT 1", {}, ValueError("no such column"))
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/gone", store_gone)
+    app.router.add_get("/bug", our_bug)
+    caplog.set_level(logging.WARNING, logger="pushpool.api")
+    async with TestClient(TestServer(app)) as client:
+        gone = await client.get("/gone")
+        assert gone.status == 503
+        assert gone.headers["Retry-After"].isdigit()
+        assert (await gone.json())["error"] == "store_unavailable"
+        assert "Traceback" not in caplog.text  # one line per refused request, no traceback
+        assert (await client.get("/bug")).status == 500
+
+
+def test_engine_loops_log_one_line_per_pass_while_the_database_is_away(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from dispatcher.store.reachability import log_failure
+
+    log = logging.getLogger("pushpool.test")
+    caplog.set_level(logging.WARNING, logger="pushpool.test")
+    for error in (ConnectionRefusedError(111, "refused"), RuntimeError("a bug")):
+        try:
+            raise error
+        except Exception:
+            log_failure(log, "watching runs failed; retrying")
+    away, bug = caplog.records
+    assert away.levelno == logging.WARNING and away.exc_info is None
+    assert "does not answer: ConnectionRefusedError" in away.getMessage()
+    assert bug.levelno == logging.ERROR and bug.exc_info is not None

@@ -17,11 +17,15 @@ from pydantic import ValidationError
 
 from dispatcher.api.context import MAX_BODY_BYTES
 from dispatcher.errors import PushpoolError
+from dispatcher.store.reachability import store_unreachable
 from providers.registry import ProviderUnavailable
 
 log = logging.getLogger("pushpool.api")
 
 INTERNAL_MESSAGE = "internal error (see server log)"
+STORE_UNAVAILABLE_MESSAGE = ("the database does not answer; try again shortly (GET "
+                             "/api/health shows when it is back)")
+STORE_RETRY_AFTER_SECONDS = 2
 
 
 class MalformedJson(PushpoolError):
@@ -98,7 +102,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return _http_error(request, exc)
-    except Exception:  # CancelledError is a BaseException and passes through
+    except Exception as exc:  # CancelledError is a BaseException and passes through
+        if store_unreachable(exc):
+            # Not our bug and not the caller's: say when to try again, and log one line.
+            log.warning("%s %s: the database does not answer (%s)", request.method,
+                        request.path, type(exc).__name__)
+            return error_response(503, "store_unavailable", STORE_UNAVAILABLE_MESSAGE,
+                                  headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)})
         # ValidationError lands here too when it comes from our own code, not the body.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal", INTERNAL_MESSAGE)
@@ -127,5 +137,5 @@ def quiet_protocol_errors() -> None:
         logger.addFilter(QuietProtocolErrors())
 
 
-__all__ = ["INTERNAL_MESSAGE", "BodyInvalid", "MalformedJson", "error_middleware",
-           "error_response", "quiet_protocol_errors"]
+__all__ = ["INTERNAL_MESSAGE", "STORE_UNAVAILABLE_MESSAGE", "BodyInvalid", "MalformedJson",
+           "error_middleware", "error_response", "quiet_protocol_errors"]

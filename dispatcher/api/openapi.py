@@ -37,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     422: "A field, query parameter or header is invalid or over its limit; details name it",
     500: "The server's own fault; the log has the details",
     501: "The pool type's SDK is not installed on this server; the message names the extra",
+    503: "The database does not answer; retry after the Retry-After header's seconds",
 }
 
 ModelKey = tuple[type[BaseModel], JsonSchemaMode]
@@ -85,7 +86,7 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
 
 
 def _error_statuses(route: Route) -> list[int]:
-    statuses = {500, *route.errors}
+    statuses = {500, 503, *route.errors}
     if not route.public:
         statuses.add(401)
     if PATH_PARAM.search(route.path):

@@ -30,6 +30,7 @@ from datetime import timedelta
 from dispatcher import metrics, store
 from dispatcher.store import Database
 from dispatcher.store.common import utcnow
+from dispatcher.store.reachability import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class CircuitBreakers:
             opened = await store.open_pool_breaker(self.db, pool, reason, retry_at)
         except Exception:
             # Park our runs anyway; the pool stays claimable and trips again if need be.
-            log.exception("could not pause work pool %s for its circuit breaker", pool)
+            log_failure(log, "could not pause work pool %s for its circuit breaker", pool)
             opened = False
         if opened:
             metrics.BREAKER_TRIPS.labels(pool).inc()
@@ -120,7 +121,7 @@ class CircuitBreakers:
             resumed = await store.close_pool_breaker(self.db, pool)
         except Exception:
             # The probe's retry time passes, and the next probe resumes it.
-            log.exception("could not resume work pool %s after a successful probe", pool)
+            log_failure(log, "could not resume work pool %s after a successful probe", pool)
             return
         if resumed:
             log.warning("work pool %s resumed: its provider answered a probe", pool)
@@ -136,7 +137,7 @@ class CircuitBreakers:
         try:
             await store.delay_breaker_probe(self.db, pool, retry_at)
         except Exception:
-            log.exception("could not delay the next probe of work pool %s", pool)
+            log_failure(log, "could not delay the next probe of work pool %s", pool)
         self.wake()  # the claim loop sleeps until the time the probe's claim set
         log.info("probe of work pool %s failed (%s); next probe in %gs", pool, error,
                  self.policy.cooldown_seconds)

@@ -43,6 +43,7 @@ from dispatcher.store.dead_letters import (
     first_attempt_at,
     submit_error,
 )
+from dispatcher.store.reachability import log_failure
 from providers import registry
 from providers.base import (
     JobSpec,
@@ -158,7 +159,7 @@ class Dispatcher:
             try:
                 claimed = await self.claim_once()
             except Exception:
-                log.exception("claiming runs failed; retrying")
+                log_failure(log, "claiming runs failed; retrying")
                 await self._sleep(backoff_delay(3))
                 continue
             if claimed and not self._stopping:
@@ -214,7 +215,7 @@ class Dispatcher:
         try:
             when = await store.next_wakeup(self.db)
         except Exception:
-            log.exception("reading the next wake-up time failed")
+            log_failure(log, "reading the next wake-up time failed")
             return IDLE_RECHECK_SECONDS
         if when is None:
             return MAX_SLEEP_SECONDS
@@ -356,7 +357,7 @@ class Dispatcher:
         try:
             state = await store.run_state(self.db, run.run_id)
         except Exception:
-            log.exception("reading the state of run %s failed; retrying its submit", run.run_id)
+            log_failure(log, "reading the state of run %s failed; retrying its submit", run.run_id)
             return True
         if state is RunState.CANCELLING:
             await self._end(run, RunState.CANCELLED, "cancelled before submission")
@@ -390,7 +391,7 @@ class Dispatcher:
             if parked:
                 await store.park_runs(self.db, self.owner, parked, reason)
         except Exception:
-            log.exception("could not hand back %d claimed run(s); their leases will expire "
+            log_failure(log, "could not hand back %d claimed run(s); their leases will expire "
                           "and another claim takes them up", len(runs))
 
     async def _dead_letter(self, run: ClaimedRun, kind: str, reason: str,
@@ -402,7 +403,7 @@ class Dispatcher:
             await store.dead_letter_runs(self.db, [(run.run_id, message, errors)])
         except Exception:
             # The lease will expire and the next claim retries: nothing is lost.
-            log.exception("could not record the end of run %s", run.run_id)
+            log_failure(log, "could not record the end of run %s", run.run_id)
 
     async def _end(self, run: ClaimedRun, state: RunState, message: str) -> None:
         log.warning("run %s %s: %s", run.run_id, state.value, message)
@@ -410,7 +411,7 @@ class Dispatcher:
             await store.end_claimed_runs(self.db, self.owner, [(run.run_id, state, message)])
         except Exception:
             # The lease will expire and the next claim retries: nothing is lost.
-            log.exception("could not record the end of run %s", run.run_id)
+            log_failure(log, "could not record the end of run %s", run.run_id)
 
     # ------------------------------------------------------------------ recording
 
@@ -436,7 +437,7 @@ class Dispatcher:
                     await store.record_submissions(self.db, self.owner, batch)
                     return
                 except Exception:
-                    log.exception("recording %d submission(s) failed (attempt %d)",
+                    log_failure(log, "recording %d submission(s) failed (attempt %d)",
                                   len(batch), attempt)
                     await asyncio.sleep(backoff_delay(attempt))
             # Leases expire; the next claim resubmits and idempotent providers return these.
@@ -458,7 +459,7 @@ class Dispatcher:
                 await store.renew_leases(self.db, self.owner, sorted(held),
                                          self.settings.lease_seconds)
             except Exception:
-                log.exception("renewing leases failed")
+                log_failure(log, "renewing leases failed")
 
 
 def _record(run: ClaimedRun, spec: JobSpec, infra_id: str,

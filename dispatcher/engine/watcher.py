@@ -25,6 +25,7 @@ from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Database, WatchedRun
 from dispatcher.store.common import utcnow
+from dispatcher.store.reachability import log_failure
 from dispatcher.store.runs import StateChange, append_logs_in, steps_to, transition_many
 from providers import registry
 from providers.base import InfraPhase, InfraStatus, LogLine, Provider
@@ -119,7 +120,7 @@ class Watcher:
             try:
                 interval = await self.watch_once()
             except Exception:
-                log.exception("watching runs failed; retrying")
+                log_failure(log, "watching runs failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
 
