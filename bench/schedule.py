@@ -7,10 +7,17 @@ is made through the API, which wakes the scheduler; with ``--setup api`` every o
 ``PUT /api/deployments`` (as `pushpool deploy` does; slow, and timed). The server is left
 to finish materialising their runs, then the benchmark waits for the next minute boundary
 (at least 10 s away; more with --minutes) and reads each slot's runs from the store and
-their submit times from the provider's log. Usage:
+their submit times from the provider's log.
+
+With ``--passes N`` it measures the scheduler itself instead, in this process and without a
+server: the deployments are written straight into a fresh store, then N scheduler passes run
+one after another (each a minute of store time later than the one before, so every later
+pass has one new slot per deployment to make); each pass's seconds, rows inserted, peak RSS
+and the longest event-loop stall during it are reported. Usage:
 
     python bench/schedule.py [--deployments 1000] [--minutes 1] [--backend sqlite|postgresql]
                              [--setup bulk|api] [--profile] [--server-env NAME=VALUE]
+    python bench/schedule.py --passes 3 [--deployments 100000] [--horizon 3600] [--backend ...]
 """
 
 from __future__ import annotations
@@ -170,6 +177,84 @@ def bench(backend: str, deployments: int, minutes: int, profile: bool, bulk: boo
             "slots": per_slot, "overall_ms": percentiles(late_ms_all)}
 
 
+# ---------------------------------------------------------------------------- scheduler passes
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM, so the next peak is this pass's own.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+async def _loop_stall_ms(stop: asyncio.Event) -> float:
+    """The longest the event loop went without running this task (10 ms ticks)."""
+    worst = 0.0
+    while not stop.is_set():
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        worst = max(worst, (time.perf_counter() - started - 0.01) * 1000)
+    return worst
+
+
+async def measure_passes(database_url: str, deployments: int, passes: int,
+                         horizon: float) -> list[dict[str, Any]]:
+    from bench.scale_data import insert_deployments, make_pools
+    from dispatcher.engine import scheduler as scheduler_module
+    from dispatcher.settings import Settings
+    from dispatcher.store import Database
+    from providers import registry
+
+    registry.register_provider("noop", "bench.noop_provider")
+    db = await Database.connect(database_url)
+    results: list[dict[str, Any]] = []
+    try:
+        pool_ids, queue_ids = await make_pools(db, 1, prefix=POOL)
+        await insert_deployments(db, deployments, pool_ids, queue_ids, cron=CRON,
+                                 prefix="sched-dep-", flow=f"{POOL}-")
+        sched = scheduler_module.Scheduler(db, Settings(scheduler_horizon_seconds=horizon),
+                                           lambda: None)
+        start = datetime.now(UTC)
+        for n in range(passes):
+            _reset_peak_rss()
+            rss_before = _rss_mb("VmRSS")
+            stop = asyncio.Event()
+            stall = asyncio.create_task(_loop_stall_ms(stop))
+            started = time.perf_counter()
+            # Each pass a minute later than the one before, by the scheduler's clock.
+            inserted = await sched.schedule_once(start + timedelta(minutes=n))
+            seconds = time.perf_counter() - started
+            stop.set()
+            results.append({"pass": n + 1, "seconds": seconds, "inserted": inserted,
+                            "rss_before_mb": rss_before, "peak_rss_mb": _rss_mb("VmHWM"),
+                            "loop_stall_ms": await stall})
+            print(f"  pass {n + 1}: {seconds:.2f}s, {inserted} rows, peak RSS "
+                  f"{results[-1]['peak_rss_mb']:.0f} MB (before {rss_before:.0f} MB), "
+                  f"longest loop stall {results[-1]['loop_stall_ms']:.0f} ms", flush=True)
+    finally:
+        await db.close()
+    return results
+
+
+def bench_passes(backend: str, deployments: int, passes: int, horizon: float
+                 ) -> list[dict[str, Any]]:
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            url = stack.enter_context(postgres_database())
+        else:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            url = f"sqlite+aiosqlite:///{home / 'pushpool.db'}"
+        return asyncio.run(measure_passes(url, deployments, passes, horizon))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -182,7 +267,20 @@ def main() -> None:
                         help="record set-up and the slots with py-spy (bench/results/)")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a PUSHPOOL_* setting for the server (repeatable)")
+    parser.add_argument("--passes", type=int, default=0,
+                        help="measure this many scheduler passes in-process instead")
+    parser.add_argument("--horizon", type=float, default=3600.0,
+                        help="the scheduler's horizon in seconds for --passes (default 3600: "
+                             "60 runs per deployment in the first pass)")
     args = parser.parse_args()
+    if args.passes:
+        print(f"timing {args.passes} scheduler pass(es) over {args.deployments} deployments "
+              f"on {args.backend} ...", flush=True)
+        passes = bench_passes(args.backend, args.deployments, args.passes, args.horizon)
+        path = write_json(f"schedule-passes-{args.backend}",
+                          {"passes": passes, "args": vars(args)})
+        print(f"wrote {path}")
+        return
     print(f"benchmarking schedule accuracy on {args.backend} ...", flush=True)
     result = bench(args.backend, args.deployments, args.minutes, args.profile,
                    args.setup == "bulk", server_settings(args.server_env))
