@@ -26,11 +26,16 @@ Kinds:
   00:00 local. COUNT and UNTIL are honoured.
 
 Whether a schedule is active is the scheduler's business: ``next_times`` only does the math.
+Parsed specs, cron expressions and rrules are cached by their text (``parse_spec``), so a
+scheduler pass over many schedules with the same spec parses it once.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
+import functools
+import json
 import math
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -65,6 +70,29 @@ class ScheduleError(ValueError):
 
 # ---------------------------------------------------------------------------- parsing
 
+_PARSED = 4096  # distinct specs, crons and rrules kept parsed
+
+
+def spec_key(stored: dict[str, Any]) -> str:
+    """A stored spec's cache key: the same schedule gives the same text."""
+    return json.dumps(stored, sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def parse_spec(key: str) -> ScheduleSpec:
+    """The spec of ``spec_key(stored)``; shared between callers, so never change it."""
+    return ScheduleSpec.model_validate(json.loads(key))
+
+
+class _Invalid(Exception):
+    """A parse error without the field name, which the cached parsers do not know."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
 
 def _zone(spec: ScheduleSpec, field: str) -> ZoneInfo:
     try:
@@ -76,36 +104,53 @@ def _zone(spec: ScheduleSpec, field: str) -> ZoneInfo:
 
 
 def _cron(expr: str, field: str) -> croniter:
+    """The checked expression, parsed once; iterate a copy (``_cron_walls``), not this."""
+    try:
+        return _checked_cron(expr)
+    except _Invalid as bad:
+        raise ScheduleError(f"{field}.cron", bad.message, bad.fix) from None
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def _checked_cron(expr: str) -> croniter:
     fix = ("use five fields 'minute hour day-of-month month day-of-week' (e.g. '30 2 * * *') "
            "or an alias such as '@daily'")
     try:
         parsed = croniter(expr, DEFAULT_START)
     except CroniterError as err:
-        raise ScheduleError(f"{field}.cron", f"invalid cron expression {expr!r}: {err}",
-                            fix) from None
+        raise _Invalid(f"invalid cron expression {expr!r}: {err}", fix) from None
     if len(parsed.expanded) != 5:
-        raise ScheduleError(f"{field}.cron", f"cron expression {expr!r} has a seconds field", fix)
+        raise _Invalid(f"cron expression {expr!r} has a seconds field", fix)
     try:
         parsed.get_next(datetime)
     except CroniterBadDateError:
-        raise ScheduleError(f"{field}.cron", f"cron expression {expr!r} matches no date",
-                            "check the day-of-month and month fields (e.g. '30 2' is "
-                            "30 February)") from None
+        raise _Invalid(f"cron expression {expr!r} matches no date",
+                       "check the day-of-month and month fields (e.g. '30 2' is "
+                       "30 February)") from None
     return parsed
 
 
 def _rrule(text: str, tz: ZoneInfo, field: str) -> Any:
+    try:
+        return _parsed_rrule(text, tz)
+    except _Invalid as bad:
+        raise ScheduleError(f"{field}.rrule", bad.message, bad.fix) from None
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def _parsed_rrule(text: str, tz: ZoneInfo) -> Any:
     """The parsed rule; DTSTART defaults to 2020-01-01 local (naive, or aware when the text's
-    UNTIL is in UTC, because dateutil wants both the same kind)."""
+    UNTIL is in UTC, because dateutil wants both the same kind). Parsed without dateutil's
+    cache, so iterating it changes nothing and the rule can be shared."""
     errors = []
     for default_start in (DEFAULT_START, DEFAULT_START.replace(tzinfo=tz)):
         try:
             return rrulestr(text, dtstart=default_start, cache=False)
         except (ValueError, TypeError) as err:
             errors.append(str(err))
-    raise ScheduleError(f"{field}.rrule", f"invalid rrule {text!r}: {errors[0]}",
-                        "use RFC 5545 text such as 'FREQ=WEEKLY;BYDAY=MO;BYHOUR=9' or "
-                        "'DTSTART:20260105T090000\\nRRULE:FREQ=DAILY;COUNT=10'")
+    raise _Invalid(f"invalid rrule {text!r}: {errors[0]}",
+                   "use RFC 5545 text such as 'FREQ=WEEKLY;BYDAY=MO;BYHOUR=9' or "
+                   "'DTSTART:20260105T090000\\nRRULE:FREQ=DAILY;COUNT=10'")
 
 
 def _interval(seconds: float | None, field: str) -> timedelta:
@@ -146,7 +191,7 @@ def next_times(spec: ScheduleSpec, after: datetime, *, count: int,
     if spec.kind == "cron":
         parsed = _cron(spec.cron or "", field)
         every_hour = parsed.expanded[1] == ["*"]
-        walls = _cron_walls(spec.cron or "", after_wall - _REORDER_WINDOW)
+        walls = _cron_walls(parsed, after_wall - _REORDER_WINDOW)
         instants = _wall_instants(walls, tz, both_folds_of_repeated_hour=every_hour)
     elif spec.kind == "interval":
         step = _interval(spec.interval, field)
@@ -175,9 +220,11 @@ def _wall_instants(walls: Iterable[datetime], tz: ZoneInfo, *,
                 yield second
 
 
-def _cron_walls(expr: str, start: datetime) -> Iterator[datetime]:
+def _cron_walls(parsed: croniter, start: datetime) -> Iterator[datetime]:
     # croniter runs on naive wall-clock time only; zones are applied by _wall_instants.
-    walls = croniter(expr, start)
+    # A copy of the cached parse: croniter keeps its position in the object.
+    walls = copy.copy(parsed)
+    walls.set_current(start)
     while True:
         try:
             yield walls.get_next(datetime)

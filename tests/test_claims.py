@@ -130,6 +130,40 @@ async def test_expired_lease_is_reclaimed_with_the_same_attempt(db: Database) ->
     assert "reclaimed by heir" in (run.history[-1].message or "")
 
 
+async def test_run_cancelled_under_a_dead_claimers_lease_is_reclaimed_to_find_its_job(
+        db: Database) -> None:
+    # The claimer may have made the job and died before recording it: only a resubmit with
+    # the same attempt (idempotent) learns the job's id, so the watcher can cancel it.
+    await _setup(db)
+    await _deploy(db, "d")
+    run_id = await _run(db, "d")
+    await store.claim_due_runs(db, "ghost", limit=5, lease_seconds=0.01)
+    await store.cancel_run(db, run_id)
+    later = utcnow() + timedelta(seconds=1)
+    assert await store.next_wakeup(db) is not None
+    again = await store.claim_due_runs(db, "heir", limit=5, lease_seconds=60, now=later)
+    assert [(c.run_id, c.attempt, c.reclaimed) for c in again] == [(run_id, 1, True)]
+    await store.record_submissions(db, "heir", [store.SubmissionRecord(
+        run_id=run_id, infra_id="job-1", console_url=None, job_configuration={},
+        timeout_seconds=None, message="submitted as job-1")])
+    run = await store.get_run(db, run_id)
+    assert (run.state, run.infra_id) == (RunState.CANCELLING, "job-1")
+    assert [h.state for h in run.history[-2:]] == [RunState.CANCELLING] * 2
+
+
+async def test_run_cancelled_in_hand_and_handed_back_is_not_reclaimed(db: Database) -> None:
+    await _setup(db)
+    await _deploy(db, "d")
+    run_id = await _run(db, "d")
+    assert await _claim(db, owner="a", lease=0.01) == [run_id]
+    await store.cancel_run(db, run_id)
+    await store.release_claims(db, "a", [run_id], "handed back: stopping")
+    later = utcnow() + timedelta(seconds=1)
+    assert await store.claim_due_runs(db, "b", limit=5, lease_seconds=60, now=later) == []
+    watched = {r.run_id: r for r in await store.runs_to_watch(db)}
+    assert watched[run_id].lease_owner is None  # so the watcher ends it, nothing sent
+
+
 async def test_live_lease_is_not_reclaimed(db: Database) -> None:
     await _setup(db)
     await _deploy(db, "d")
@@ -184,3 +218,29 @@ async def test_next_wakeup_is_the_earliest_due_time(db: Database, state: RunStat
     assert wake is not None and abs((wake - when).total_seconds()) < 0.01
     await store.update_pool(db, "p", WorkPoolUpdate(paused=True))
     assert await store.next_wakeup(db) is None
+
+
+async def test_queues_of_equal_priority_are_claimed_by_time(db: Database) -> None:
+    # Due runs are read queue by queue (store/claims.py); the batch still merges them.
+    await _setup(db)
+    await store.create_queue(db, "p", WorkQueueCreate(name="twin", priority=1))
+    await _deploy(db, "a", queue="high")
+    await _deploy(db, "b", queue="twin")
+    a_old = await _run(db, "a", seconds_ago=40)
+    b_mid = await _run(db, "b", seconds_ago=30)
+    a_new = await _run(db, "a", seconds_ago=20)
+    b_new = await _run(db, "b", seconds_ago=10)
+    assert await _claim(db, limit=3) == [a_old, b_mid, a_new]
+    assert await _claim(db, limit=3) == [b_new]
+
+
+async def test_next_wakeup_skips_a_paused_queue(db: Database) -> None:
+    await _setup(db)
+    await _deploy(db, "d")
+    await _deploy(db, "h", queue="high")
+    soon, later = utcnow() + timedelta(minutes=1), utcnow() + timedelta(minutes=9)
+    await store.create_run(db, "f/h", RunCreate(scheduled_time=soon))
+    await store.create_run(db, "f/d", RunCreate(scheduled_time=later))
+    await store.update_queue(db, "p", "high", WorkQueueUpdate(paused=True))
+    wake = await store.next_wakeup(db)
+    assert wake is not None and abs((wake - later).total_seconds()) < 0.01

@@ -397,8 +397,6 @@ def cancel_in_store(home: Path, run_id: str) -> dict[str, Any]:
     return asyncio.run(cancel())
 
 
-@pytest.mark.xfail(strict=True, reason="a run cancelled after a crash left its job unrecorded "
-                   "ends 'cancelled before submission' and the job runs on (watcher.py)")
 @pytest.mark.timeout(120)
 def test_cancel_after_kill_9_stops_the_job_the_crash_left_unrecorded(tmp_path: Path) -> None:
     """kill -9 between "the cloud made X's job" and "the store knows it", then cancel X:

@@ -178,9 +178,10 @@ class Watcher:
                 provider.remember_connection(run.job_configuration)
                 self._connected.add(run.run_id)
         for run in group:
+            # No claim holds it, so nothing was sent for it. (One whose claimer died with a
+            # lease is claimed again to find its job: store/claims.py.)
             if run.infra_id is None and run.state is RunState.CANCELLING and \
-                    not self.is_in_flight(run.run_id) and \
-                    (run.lease_expires is None or run.lease_expires < now):
+                    not self.is_in_flight(run.run_id) and run.lease_owner is None:
                 changes[run.run_id] = Change(RunState.CANCELLED, "cancelled before submission")
         if not submitted:
             return changes

@@ -6,21 +6,17 @@
 from dispatcher.store.claims import (
     Claim,
     ClaimedRun,
-    ScheduleTarget,
     SubmissionRecord,
     WatchedRun,
-    active_schedules,
     claim_due_runs,
     claim_runs,
     end_claimed_runs,
-    insert_scheduled_runs,
     next_wakeup,
     record_submissions,
     release_claims,
     renew_leases,
     run_state,
     runs_to_watch,
-    schedule_slot_key,
 )
 from dispatcher.store.db import Database
 from dispatcher.store.dead_letters import (
@@ -66,6 +62,12 @@ from dispatcher.store.runs import (
     set_run_state,
 )
 from dispatcher.store.runtime import append_run_logs, report_run_state, run_token_key
+from dispatcher.store.scheduled_runs import (
+    ScheduleTarget,
+    active_schedules,
+    insert_scheduled_runs,
+    schedule_slot_key,
+)
 from dispatcher.store.stats import StoreStats, store_stats
 
 __all__ = [

@@ -1,5 +1,5 @@
 """The engine's queries: claim due runs under every limit, record submissions, leases,
-the watch list, the next wake-up time, and materialising scheduled runs.
+the watch list and the next wake-up time (scheduled runs: store/scheduled_runs.py).
 
 Claiming is one transaction: due runs in unpaused pools and queues, lowest queue priority
 number first, then scheduled time, within the pool, queue and deployment concurrency
@@ -23,10 +23,13 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal,
+    literal_column,
     or_,
     select,
     text,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -35,18 +38,17 @@ from dispatcher.models import (
     ACTIVE_STATES,
     DEFAULT_SUBMIT_DEADLINE_SECONDS,
     RunState,
-    ScheduleSpec,
 )
-from dispatcher.store.common import insert_ignoring_conflicts, pairs, utcnow
+from dispatcher.store.common import utcnow
 from dispatcher.store.db import CLAIM_LOCK_ID, Database
-from dispatcher.store.missed_runs import apply_missed_run_policies
+from dispatcher.store.missed_runs import PolicyOutcome, apply_missed_run_policies
 from dispatcher.store.pool_breaker import BREAKER, take_probes
 from dispatcher.store.runs import StateChange, transition_many
 from dispatcher.store.tables import (
+    as_utc,
     deployments,
     run_states,
     runs,
-    schedules,
     work_pools,
     work_queues,
 )
@@ -54,6 +56,7 @@ from dispatcher.store.tables import (
 ACTIVE = [s.value for s in ACTIVE_STATES]
 SCHEDULED = RunState.SCHEDULED.value
 PENDING = RunState.PENDING.value
+CANCELLING = RunState.CANCELLING.value
 
 
 @dataclass(frozen=True)
@@ -98,19 +101,6 @@ class Claim:
     dead_lettered: list[str] = field(default_factory=list)  # parked past their deadline
 
 
-def _blocked(conn: Connection, table: Table, fk: ColumnElement[Any]
-             ) -> tuple[set[str], dict[str, int]]:
-    """Ids at their concurrency limit, and the free slots of the others that have one."""
-    limits = pairs(conn.execute(select(table.c.id, table.c.concurrency_limit).where(
-        table.c.concurrency_limit.is_not(None))))
-    if not limits:
-        return set(), {}
-    active = pairs(conn.execute(select(fk, func.count()).where(
-        runs.c.state.in_(ACTIVE), fk.in_(list(limits))).group_by(fk)))
-    free = {k: limit - active.get(k, 0) for k, limit in limits.items()}
-    return {k for k, n in free.items() if n <= 0}, free
-
-
 @dataclass
 class _Limits:
     """Free concurrency slots of every pool, queue and deployment that has a limit."""
@@ -129,7 +119,7 @@ class _Limits:
         """The rows that fit, in order, spending slots as they go."""
         chosen: list[Any] = []
         for row in rows[:limit]:
-            if row.state == PENDING:  # a lease that expired: it already holds its slots
+            if row.state != SCHEDULED:  # taken up again: it already holds its slots
                 chosen.append(row)
                 continue
             slots = [(self.free_pools, row.pool_id), (self.free_queues, row.queue_id),
@@ -143,10 +133,32 @@ class _Limits:
         return chosen
 
 
+def _limited(table: Table, fk: ColumnElement[Any]) -> Any:
+    """(kind, id, limit, active runs) of each row of ``table`` that has a limit; the count
+    is an index range per row (runs by pool/queue/deployment and state)."""
+    active = (select(func.count()).select_from(runs)
+              .where(fk == table.c.id, runs.c.state.in_(ACTIVE)).scalar_subquery())
+    return select(literal_column(f"'{table.name}'").label("kind"), table.c.id,
+                  table.c.concurrency_limit, active.label("active")).where(
+        table.c.concurrency_limit.is_not(None))  # tables.DEPLOYMENT_LIMITED: a partial index
+
+
 def _current_limits(conn: Connection) -> _Limits:
-    return _Limits(*_blocked(conn, work_pools, runs.c.pool_id),
-                   *_blocked(conn, work_queues, runs.c.queue_id),
-                   *_blocked(conn, deployments, runs.c.deployment_id))
+    """Every limit in one statement, reading only the pools, queues and deployments that
+    have one (not every deployment of a large store)."""
+    free: dict[str, dict[str, int]] = {t.name: {} for t in (work_pools, work_queues,
+                                                             deployments)}
+    for row in conn.execute(union_all(_limited(work_pools, runs.c.pool_id),
+                                      _limited(work_queues, runs.c.queue_id),
+                                      _limited(deployments, runs.c.deployment_id))):
+        free[row.kind][row.id] = row.concurrency_limit - row.active
+
+    def blocked(kind: str) -> set[str]:
+        return {k for k, n in free[kind].items() if n <= 0}
+
+    return _Limits(blocked(work_pools.name), free[work_pools.name],
+                   blocked(work_queues.name), free[work_queues.name],
+                   blocked(deployments.name), free[deployments.name])
 
 
 def _within(rank: Any, key: Any, free: dict[str, int], default: int) -> Any:
@@ -158,15 +170,67 @@ def _within(rank: Any, key: Any, free: dict[str, int], default: int) -> Any:
 
 _DUE_ORDER = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
 _UNPAUSED = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
+# The predicates of the partial indexes tables.RUN_SCHEDULED and tables.RUN_UNSUBMITTED,
+# with literals so that both SQLite and PostgreSQL (in generic plans too) use them.
+_IS_SCHEDULED = runs.c.state == literal_column(f"'{SCHEDULED}'")
+_UNSUBMITTED = and_(runs.c.state == literal_column(f"'{PENDING}'"), runs.c.infra_id.is_(None))
+
+
+def _claimable(*where: Any) -> Any:
+    """Run ids in unpaused pools and queues, with the queue at hand for its priority."""
+    return (select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id).where(*where, _UNPAUSED))
+
+
+def _first_due_time() -> Any:
+    """The earliest SCHEDULED time over the unpaused queues: one index seek per queue, so
+    it costs the same however many runs are scheduled ahead (or piled up in a paused
+    pool); the planners' row estimates for `scheduled_time <= now` cannot mislead it."""
+    first_in_queue = (select(runs.c.scheduled_time)
+                      .where(runs.c.queue_id == work_queues.c.id, _IS_SCHEDULED)
+                      .order_by(runs.c.scheduled_time).limit(1).scalar_subquery())
+    per_queue = (select(first_in_queue.label("first"))
+                 .join_from(work_queues, work_pools, work_pools.c.id == work_queues.c.pool_id)
+                 .where(_UNPAUSED).subquery())
+    return select(func.min(per_queue.c.first))
+
+
+def _anything_due(conn: Connection, due_by: datetime) -> bool:
+    """The claim skips its policy and limit reads when nothing is due, the dispatcher's
+    most common case."""
+    first = conn.execute(_first_due_time()).scalar_one_or_none()
+    return first is not None and as_utc(first) <= due_by
+
+
+def _due_in_queues(conn: Connection, due_by: datetime, limit: int) -> list[str]:
+    """The first ``limit`` due runs in claim order, read queue by queue: each queue's
+    first ``limit`` by time is an ordered walk of the partial index that stops there,
+    whatever the planner estimates (PostgreSQL misjudges `scheduled_time <= now`, with
+    the past runs' times in its statistics, and may scan the table)."""
+    queues = conn.execute(select(work_queues.c.id, work_queues.c.priority)
+                          .join(work_pools, work_pools.c.id == work_queues.c.pool_id)
+                          .where(_UNPAUSED)).all()
+    if not queues:
+        return []
+    parts = []
+    for queue_id, priority in queues:
+        first = (select(runs.c.id, runs.c.scheduled_time)
+                 .where(runs.c.queue_id == queue_id, _IS_SCHEDULED,
+                        runs.c.scheduled_time <= due_by)
+                 .order_by(runs.c.scheduled_time, runs.c.id).limit(limit).subquery())
+        # SQLite takes no ORDER BY/LIMIT in a compound member: select from a subquery.
+        parts.append(select(first.c.id, first.c.scheduled_time,
+                            literal(priority).label("priority")))
+    due = union_all(*parts).subquery()
+    return list(conn.execute(select(due.c.id).order_by(due.c.priority, due.c.scheduled_time,
+                                                       due.c.id).limit(limit)).scalars())
 
 
 def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits) -> list[str]:
     """Ids of due SCHEDULED runs in claim order, none beyond a limit's free slots."""
-    due = and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by)
-    base = (select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
-            .join(work_pools, work_pools.c.id == runs.c.pool_id).where(due, _UNPAUSED))
     if not limits.any():
-        return list(conn.execute(base.order_by(*_DUE_ORDER).limit(limit)).scalars())
+        return _due_in_queues(conn, due_by, limit)
+    base = _claimable(_IS_SCHEDULED, runs.c.scheduled_time <= due_by)
 
     def rank(column: ColumnElement[Any]) -> Any:
         return func.row_number().over(partition_by=column, order_by=_DUE_ORDER)
@@ -193,13 +257,19 @@ def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits
         .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit)).scalars())
 
 
+# Cancelled while a claimer held it, and that claimer's lease ran out with nothing recorded
+# (it died between the provider's answer and the record): the job may exist. Claimed again
+# with its attempt, the idempotent submit finds the job, and the watcher then cancels it.
+_CANCELLED_UNRECORDED = and_(runs.c.state == literal_column(f"'{CANCELLING}'"),
+                             runs.c.infra_id.is_(None), runs.c.lease_owner.is_not(None))
+
+
 def _expired_run_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
     """Claimed but never submitted, and the claimer's lease ran out: claimable again."""
-    return list(conn.execute(
-        select(runs.c.id).join(work_queues, work_queues.c.id == runs.c.queue_id)
-        .join(work_pools, work_pools.c.id == runs.c.pool_id)
-        .where(runs.c.state == PENDING, runs.c.infra_id.is_(None), runs.c.lease_expires < now,
-               _UNPAUSED)
+    expired = list(conn.execute(_claimable(_UNSUBMITTED, runs.c.lease_expires < now)
+                                .order_by(*_DUE_ORDER).limit(limit)).scalars())
+    return expired + list(conn.execute(
+        _claimable(_CANCELLED_UNRECORDED, runs.c.lease_expires < now)
         .order_by(*_DUE_ORDER).limit(limit)).scalars())
 
 
@@ -220,13 +290,17 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
     def claim(conn: Connection) -> Claim:
         if db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
-        policies = apply_missed_run_policies(conn, now)
+        due = _anything_due(conn, due_by)
+        # Policies only act on due runs (due by ``now``, which comes before ``due_by``).
+        policies = apply_missed_run_policies(conn, now) if due else PolicyOutcome()
         probes = take_probes(conn, now, hold_seconds=lease_seconds)
         result = Claim(skipped=policies.skipped, cancelling=policies.cancelling,
                        dead_lettered=probes.dead_lettered)
+        expired = _expired_run_ids(conn, now, limit)
+        if not (due or expired or probes.run_ids):
+            return result
         limits = _current_limits(conn)
-        candidates = (_expired_run_ids(conn, now, limit)
-                      + _due_run_ids(conn, due_by, limit, limits))
+        candidates = expired + (_due_run_ids(conn, due_by, limit, limits) if due else [])
         if not candidates and not probes.run_ids:
             return result
         query = (
@@ -237,7 +311,8 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             .where(runs.c.id.in_(probes.run_ids + candidates),
                    or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by),
-                       and_(runs.c.state == PENDING, runs.c.infra_id.is_(None))))
+                       and_(runs.c.state == PENDING, runs.c.infra_id.is_(None)),
+                       _CANCELLED_UNRECORDED))
             .order_by(*_DUE_ORDER)
         )
         if db.dialect == "postgresql":
@@ -259,7 +334,7 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
 def _mark_claimed(conn: Connection, chosen: list[Any], owner: str, now: datetime,
                   expires: datetime) -> None:
     fresh = [r.id for r in chosen if r.state == SCHEDULED]
-    again = [r.id for r in chosen if r.state == PENDING]
+    again = [r.id for r in chosen if r.state != SCHEDULED]
     if fresh:
         conn.execute(update(runs).where(runs.c.id.in_(fresh)).values(
             state=PENDING, state_message=f"claimed by {owner}", attempt=runs.c.attempt + 1,
@@ -269,13 +344,16 @@ def _mark_claimed(conn: Connection, chosen: list[Any], owner: str, now: datetime
         conn.execute(update(runs).where(runs.c.id.in_(again)).values(
             lease_owner=owner, lease_expires=expires, updated=now))
     conn.execute(insert(run_states), [
-        {"run_id": r.id, "state": PENDING, "timestamp": now, "message": _claim_message(r, owner)}
-        for r in chosen])
+        {"run_id": r.id, "state": CANCELLING if r.state == CANCELLING else PENDING,
+         "timestamp": now, "message": _claim_message(r, owner)} for r in chosen])
 
 
 def _claim_message(row: Any, owner: str) -> str:
     if row.state == SCHEDULED:
         return f"claimed by {owner}"
+    if row.state == CANCELLING:
+        return (f"lease expired; reclaimed by {owner} to find the job its last submit may "
+                "have made, and cancel it")
     if row.lease_owner is None:  # parked: handed back with its attempt kept
         return f"taken up again by {owner}"
     return f"lease expired; reclaimed by {owner}"
@@ -308,8 +386,8 @@ def _claimed_runs(conn: Connection, chosen: list[Any], probes: set[str]) -> list
             image=dep.image if dep else None,
             deployment_job_variables=(dep.job_variables if dep else None) or {},
             run_job_variables=r.job_variables or {}, parameters=r.parameters or {},
-            created=r.created, reclaimed=r.state == PENDING,
-            lease_expired=r.state == PENDING and r.lease_owner is not None,
+            created=r.created, reclaimed=r.state != SCHEDULED,
+            lease_expired=r.state != SCHEDULED and r.lease_owner is not None,
             probe=r.id in probes,
             submit_deadline_seconds=(dep.submit_deadline_seconds if dep else None)
             or DEFAULT_SUBMIT_DEADLINE_SECONDS,
@@ -337,11 +415,12 @@ async def record_submissions(db: Database, owner: str,
     def record(conn: Connection) -> None:
         # Only runs this claimer still holds: a record retried after an outage must not
         # add a second "submitted" to a run another replica has since taken over.
-        held = select(runs.c.id).where(runs.c.id.in_([r.run_id for r in records]),
-                                       runs.c.lease_owner == owner, runs.c.infra_id.is_(None))
+        held = select(runs.c.id, runs.c.state).where(
+            runs.c.id.in_([r.run_id for r in records]), runs.c.lease_owner == owner,
+            runs.c.infra_id.is_(None))
         if conn.dialect.name == "postgresql":
             held = held.with_for_update()
-        ours = set(conn.execute(held).scalars())
+        ours: dict[str, str] = {r.id: r.state for r in conn.execute(held)}
         mine = [r for r in records if r.run_id in ours]
         if not mine:
             return
@@ -354,8 +433,9 @@ async def record_submissions(db: Database, owner: str,
             [{"rid": r.run_id, "infra": r.infra_id, "url": r.console_url,
               "config": r.job_configuration, "timeout": r.timeout_seconds, "msg": r.message}
              for r in mine])
+        # A run cancelled meanwhile stays CANCELLING: the watcher cancels its job now.
         conn.execute(insert(run_states), [
-            {"run_id": r.run_id, "state": PENDING, "timestamp": now, "message": r.message}
+            {"run_id": r.run_id, "state": ours[r.run_id], "timestamp": now, "message": r.message}
             for r in mine])
 
     await db.run(record, write=True)
@@ -390,6 +470,11 @@ async def release_claims(db: Database, owner: str, run_ids: list[str], reason: s
                                runs.c.state == PENDING, runs.c.infra_id.is_(None))
             .values(state=SCHEDULED, state_message=reason, lease_owner=None,
                     lease_expires=None, updated=now).returning(runs.c.id))]
+        # Cancelled while in hand, and nothing was sent: unleased, the watcher ends them.
+        conn.execute(update(runs).where(
+            runs.c.id.in_(run_ids), runs.c.lease_owner == owner,
+            runs.c.state == CANCELLING, runs.c.infra_id.is_(None))
+            .values(lease_owner=None, lease_expires=None, updated=now))
         if released:
             conn.execute(insert(run_states), [
                 {"run_id": r, "state": SCHEDULED, "timestamp": now, "message": reason}
@@ -448,93 +533,24 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
 async def next_wakeup(db: Database) -> datetime | None:
     """When the dispatcher must look again: the next due run, the next lease to expire (in
     claimable pools and queues), or the next circuit-breaker probe."""
-    def read(conn: Connection) -> tuple[Any, Any, Any]:
-        def earliest(column: Any, *where: Any) -> Any:
+    def read(conn: Connection) -> tuple[Any, ...]:
+        def first_lease_expiry(unrecorded: Any) -> Any:
             return conn.execute(
-                select(func.min(column))
+                select(func.min(runs.c.lease_expires))
                 .join(work_queues, work_queues.c.id == runs.c.queue_id)
                 .join(work_pools, work_pools.c.id == runs.c.pool_id)
-                .where(*where, _UNPAUSED)).scalar_one_or_none()
+                .where(unrecorded, _UNPAUSED)).scalar_one_or_none()
 
-        due = earliest(runs.c.scheduled_time, runs.c.state == SCHEDULED)
-        lease = earliest(runs.c.lease_expires, runs.c.state == PENDING,
-                         runs.c.infra_id.is_(None))
+        due = conn.execute(_first_due_time()).scalar_one_or_none()
         probe = conn.execute(select(func.min(work_pools.c.breaker_retry_at)).where(
             work_pools.c.paused.is_(True), work_pools.c.paused_by == BREAKER)
         ).scalar_one_or_none()
-        return due, lease, probe
+        return (due, first_lease_expiry(_UNSUBMITTED),
+                first_lease_expiry(_CANCELLED_UNRECORDED), probe)
 
     times = [t for t in await db.run(read) if t is not None]
     if not times:
         return None
     # Both columns are UTCDateTime, but func.min() loses the type on SQLite.
-    return min(_aware(t) for t in times)
+    return min(as_utc(t) for t in times)
 
-
-def _aware(value: Any) -> datetime:
-    from dispatcher.store.tables import UTCDateTime
-
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    result = UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
-    assert result is not None
-    return result
-
-
-# ------------------------------------------------------------------ scheduled runs
-
-
-@dataclass(frozen=True)
-class ScheduleTarget:
-    schedule_id: str
-    spec: ScheduleSpec
-    deployment_id: str
-    deployment_name: str
-    pool_id: str
-    queue_id: str
-    parameters: dict[str, Any]
-    job_variables: dict[str, Any]
-    base_job_template: dict[str, Any]
-
-
-async def active_schedules(db: Database) -> list[ScheduleTarget]:
-    def read(conn: Connection) -> list[ScheduleTarget]:
-        rows = conn.execute(
-            select(schedules.c.id, schedules.c.spec, deployments.c.id.label("deployment_id"),
-                   deployments.c.name, deployments.c.pool_id, deployments.c.queue_id,
-                   deployments.c.parameters, deployments.c.job_variables,
-                   work_pools.c.base_job_template)
-            .join(deployments, deployments.c.id == schedules.c.deployment_id)
-            .join(work_pools, work_pools.c.id == deployments.c.pool_id)
-            .where(schedules.c.active.is_(True), deployments.c.paused.is_(False)))
-        return [ScheduleTarget(r.id, ScheduleSpec.model_validate(r.spec), r.deployment_id,
-                               r.name, r.pool_id, r.queue_id, r.parameters, r.job_variables,
-                               r.base_job_template) for r in rows]
-
-    return await db.run(read)
-
-
-def schedule_slot_key(deployment_id: str, slot: datetime) -> str:
-    """One run per deployment and slot, whatever restarts or schedule edits happen."""
-    return f"scheduled:{deployment_id}:{slot.isoformat()}"
-
-
-async def insert_scheduled_runs(db: Database, rows: list[dict[str, Any]]) -> int:
-    """Insert materialised runs, skipping slots that already have one; returns how many."""
-    if not rows:
-        return 0
-    now = utcnow()
-    def insert_new(conn: Connection) -> int:
-        inserted: list[tuple[str, datetime]] = []
-        for start in range(0, len(rows), 500):
-            stmt = insert_ignoring_conflicts(db.dialect, runs, rows[start:start + 500])
-            result = conn.execute(stmt.returning(runs.c.id, runs.c.scheduled_time))
-            inserted.extend((r.id, r.scheduled_time) for r in result)
-        if inserted:
-            conn.execute(insert(run_states), [
-                {"run_id": run_id, "state": SCHEDULED, "timestamp": now,
-                 "message": f"scheduled for {_aware(when).isoformat()} by its schedule"}
-                for run_id, when in inserted])
-        return len(inserted)
-
-    return await db.run(insert_new, write=True)

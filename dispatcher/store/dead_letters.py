@@ -36,7 +36,7 @@ from dispatcher.models import (
 from dispatcher.store.common import utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.runs import StateChange, create_run, read_run, transition_many
-from dispatcher.store.tables import UTCDateTime, deployments, run_states, runs
+from dispatcher.store.tables import as_utc, deployments, run_states, runs
 
 MAX_ERROR_CHARS = 500  # of one provider message in the run's state message
 PENDING = RunState.PENDING.value
@@ -53,7 +53,7 @@ def first_attempt_at(errors: Sequence[dict[str, Any]]) -> datetime | None:
     """When the run's first failed submit attempt was made (its deadline counts from it)."""
     if not errors:
         return None
-    return UTCDateTime().process_result_value(errors[0]["at"], None)  # type: ignore[arg-type]
+    return as_utc(errors[0]["at"])
 
 
 def counted_attempts(errors: Sequence[dict[str, Any]]) -> int:

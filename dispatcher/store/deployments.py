@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 import jsonschema
-from sqlalchemy import Row, and_, delete, insert, select, update
+from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from dispatcher import schedules as schedule_math
@@ -38,11 +38,30 @@ def _select() -> Any:
             .join(work_queues, work_queues.c.id == deployments.c.queue_id))
 
 
-def _ref_clause(ref: str) -> Any:
+def by_ref(query: Select[Any]) -> tuple[Select[Any], Select[Any]]:
+    """``query`` narrowed to one deployment by 'FLOW/NAME' and by id. Built once with bind
+    parameters, so SQLAlchemy builds and caches each statement once, not per call."""
+    return (query.where(deployments.c.flow_name == bindparam("ref_flow"),
+                        deployments.c.name == bindparam("ref_name")),
+            query.where(deployments.c.id == bindparam("ref_id")))
+
+
+def find_deployment(conn: Connection, ref: str,
+                    statements: tuple[Select[Any], Select[Any]]) -> Row[Any]:
+    """The one row ``by_ref(...)`` statements find for ``ref``, or a NotFound naming it."""
+    by_name, by_id = statements
     if "/" in ref:
         flow_name, _, name = ref.partition("/")
-        return and_(deployments.c.flow_name == flow_name, deployments.c.name == name)
-    return deployments.c.id == ref
+        row = conn.execute(by_name, {"ref_flow": flow_name, "ref_name": name}).first()
+    else:
+        row = conn.execute(by_id, {"ref_id": ref}).first()
+    if row is None:
+        raise NotFound(f"deployment {ref!r} not found; names look like 'FLOW/DEPLOYMENT' "
+                       "(see `pushpool deployment ls`)")
+    return row
+
+
+_DEPLOYMENT_BY_REF = by_ref(_select())
 
 
 def _with_schedules(conn: Connection, rows: list[Row[Any]]) -> list[Deployment]:
@@ -57,11 +76,7 @@ def _with_schedules(conn: Connection, rows: list[Row[Any]]) -> list[Deployment]:
 
 
 def deployment_row(conn: Connection, ref: str) -> Row[Any]:
-    row = conn.execute(_select().where(_ref_clause(ref))).first()
-    if row is None:
-        raise NotFound(f"deployment {ref!r} not found; names look like 'FLOW/DEPLOYMENT' "
-                       "(see `pushpool deployment ls`)")
-    return row
+    return find_deployment(conn, ref, _DEPLOYMENT_BY_REF)
 
 
 def validate_parameters(schema: dict[str, Any] | None, parameters: dict[str, Any],
@@ -159,7 +174,10 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
 
 
 def drop_future_scheduled_runs(conn: Connection, deployment_id: str) -> None:
-    """Schedules changed or paused: forget their not-yet-due runs; the scheduler remakes them."""
+    """Schedules changed or paused: forget their not-yet-due runs; the scheduler remakes them
+    (from now on: materialised_until is reset, see store/scheduled_runs.py)."""
+    conn.execute(update(schedules).where(schedules.c.deployment_id == deployment_id)
+                 .values(materialised_until=None))
     conn.execute(delete(runs).where(
         runs.c.deployment_id == deployment_id, runs.c.auto_scheduled.is_(True),
         runs.c.state == RunState.SCHEDULED.value, runs.c.scheduled_time > utcnow()))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, literal_column, or_, select
 from sqlalchemy.engine import Connection
 
 from dispatcher.models import ACTIVE_STATES, RunState
@@ -40,6 +40,12 @@ SKIPPED_REPLACED = "skipped: a newer run of the deployment replaces it (overlap=
 CANCELLING_REPLACED = "cancelling: a newer run of the deployment replaces it (overlap=" \
                       "cancel-previous)"
 _UNPAUSED = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False))
+# The predicates of the partial indexes tables.DEPLOYMENT_POLICY and tables.RUN_SCHEDULED,
+# with literals so that both SQLite and PostgreSQL use them: a claim reads the deployments
+# that have a policy, and their due runs, not every deployment.
+_HAS_POLICY = or_(deployments.c.catchup != literal_column("'all'"),
+                  deployments.c.overlap != literal_column("'allow'"))
+_IS_SCHEDULED = runs.c.state == literal_column(f"'{RunState.SCHEDULED.value}'")
 
 
 @dataclass
@@ -52,16 +58,16 @@ def apply_missed_run_policies(conn: Connection, now: datetime) -> PolicyOutcome:
     outcome = PolicyOutcome()
     policies = {r.id: (r.catchup, r.overlap) for r in conn.execute(
         select(deployments.c.id, deployments.c.catchup, deployments.c.overlap).where(
-            or_(deployments.c.catchup != "all", deployments.c.overlap != "allow")))}
+            _HAS_POLICY))}
     if not policies:
-        return outcome  # the common case: one small read per claim
+        return outcome  # the common case: one index read of nothing per claim
     due: dict[str, list[Any]] = defaultdict(list)
     for row in conn.execute(
             select(runs.c.id, runs.c.deployment_id, runs.c.scheduled_time,
                    runs.c.auto_scheduled, work_pools.c.late_after_seconds)
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(runs.c.state == RunState.SCHEDULED.value, runs.c.scheduled_time <= now,
+            .where(_IS_SCHEDULED, runs.c.scheduled_time <= now,
                    runs.c.deployment_id.in_(list(policies)), _UNPAUSED)
             .order_by(runs.c.scheduled_time, runs.c.id)):
         due[row.deployment_id].append(row)

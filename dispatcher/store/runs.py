@@ -25,7 +25,12 @@ from dispatcher.models import (
 )
 from dispatcher.store.common import new_id, pairs, utcnow
 from dispatcher.store.db import Database
-from dispatcher.store.deployments import deployment_row, validate_parameters
+from dispatcher.store.deployments import (
+    by_ref,
+    deployment_row,
+    find_deployment,
+    validate_parameters,
+)
 from dispatcher.store.tables import (
     deployments,
     run_logs,
@@ -68,70 +73,98 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
                     run_vars: dict[str, Any]) -> dict[str, Any]:
     """Render the run's job configuration; a bad override is a 422 naming its field."""
     try:
-        templates.validate_job_variables(template.get("variables", {}), run_vars,
-                                         enforce_required=False, field="job_variables")
+        if run_vars:  # nothing in an empty override can be wrong (and this is the hot path)
+            templates.validate_job_variables(template.get("variables", {}), run_vars,
+                                             enforce_required=False, field="job_variables")
         _, rendered = templates.resolve_job(template, deployment_vars, run_vars)
     except templates.TemplateError as exc:
         raise InvalidInput(exc.field, exc.message, exc.fix) from exc
     return rendered
 
 
+# What a new run needs from its deployment, queue and pool, read in one statement. The
+# statements below are built once: SQLAlchemy then reuses their compiled form on every call.
+_RUN_TARGET = by_ref(
+    select(deployments.c.id, deployments.c.name, deployments.c.flow_name,
+           deployments.c.pool_id, deployments.c.queue_id, deployments.c.parameters,
+           deployments.c.parameter_schema, deployments.c.job_variables,
+           work_queues.c.name.label("queue_name"), work_pools.c.name.label("pool_name"),
+           work_pools.c.base_job_template, work_pools.c.late_after_seconds)
+    .select_from(deployments.join(work_pools, work_pools.c.id == deployments.c.pool_id)
+                 .join(work_queues, work_queues.c.id == deployments.c.queue_id)))
+_INSERT_RUN = insert(runs)
+_INSERT_STATE = insert(run_states)
+_RUN_ID_BY_KEY = select(runs.c.id).where(runs.c.idempotency_key == bindparam("key"))
+
+
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
                      idempotency_key: str | None = None,
                      resubmitted_from: str | None = None) -> tuple[Run, bool]:
     """A run of a deployment; the same idempotency key returns the same run.
-    ``resubmitted_from``: the dead letter this run resubmits (store/dead_letters.py)."""
+    ``resubmitted_from``: the dead letter this run resubmits (store/dead_letters.py).
 
-    def read(conn: Connection) -> tuple[Row[Any], Row[Any], str | None, Run | None]:
-        dep = deployment_row(conn, deployment_ref)
-        pool = conn.execute(select(work_pools).where(work_pools.c.id == dep.pool_id)).one()
-        # Keys are scoped to the deployment: the same key elsewhere is another run.
-        key = None if idempotency_key is None else f"api:{dep.id}:{idempotency_key}"
-        return dep, pool, key, (None if key is None else _run_by_key(conn, key))
+    One write transaction reads the deployment, checks the key, validates and inserts the
+    run with its first history row; the answer is built from what was written, not re-read.
+    """
+    def create(conn: Connection) -> tuple[Run, bool]:
+        target = find_deployment(conn, deployment_ref, _RUN_TARGET)
+        key = None if idempotency_key is None else _scoped_key(target.id, idempotency_key)
+        existing = None if key is None else _run_by_key(conn, key)
+        if existing is not None:
+            return existing, False
+        now = utcnow()
+        values = _new_run(target, data, key, resubmitted_from, now)
+        first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
+                            message=f"scheduled for {values['scheduled_time'].isoformat()}")
+        conn.execute(_INSERT_RUN, values)
+        conn.execute(_INSERT_STATE, {"run_id": values["id"], **first.model_dump()})
+        run = _to_run_values({**values, "pool_name": target.pool_name,
+                              "queue_name": target.queue_name,
+                              "deployment_name": f"{target.flow_name}/{target.name}",
+                              "late_after_seconds": target.late_after_seconds}, now, [first])
+        return run, True
 
-    dep, pool, key, existing = await db.run(read)
-    if existing is not None:
+    try:
+        return await db.run(create, write=True)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # Lost a race with the same key (PostgreSQL: a concurrent transaction inserted it).
+        existing = await db.run(lambda conn: _run_by_key(conn, _scoped_key(
+            find_deployment(conn, deployment_ref, _RUN_TARGET).id, idempotency_key)))
+        if existing is None:
+            raise
         return existing, False
-    parameters = {**dep.parameters, **data.parameters}
-    validate_parameters(dep.parameter_schema, parameters, enforce_required=True)
-    rendered = resolve_run_job(pool.base_job_template, dep.job_variables, data.job_variables)
-    now = utcnow()
+
+
+def _scoped_key(deployment_id: str, idempotency_key: str) -> str:
+    """Keys are scoped to the deployment: the same key elsewhere is another run."""
+    return f"api:{deployment_id}:{idempotency_key}"
+
+
+def _new_run(target: Row[Any], data: RunCreate, key: str | None,
+             resubmitted_from: str | None, now: datetime) -> dict[str, Any]:
+    """The validated column values of a new run (422s name the offending field)."""
+    parameters = {**target.parameters, **data.parameters}
+    validate_parameters(target.parameter_schema, parameters, enforce_required=True)
+    rendered = resolve_run_job(target.base_job_template, target.job_variables,
+                               data.job_variables)
     run_id = new_id()
     scheduled = data.scheduled_time or now
     if scheduled.tzinfo is None:
         raise InvalidInput("scheduled_time", "time has no time zone",
                            "give an RFC 3339 time such as 2026-01-01T09:00:00Z")
-    values = dict(
-        id=run_id, name=data.name or f"{dep.name}-{run_id[:8]}", deployment_id=dep.id,
-        pool_id=dep.pool_id, queue_id=dep.queue_id, state=RunState.SCHEDULED.value,
+    return dict(
+        id=run_id, name=data.name or f"{target.name}-{run_id[:8]}", deployment_id=target.id,
+        pool_id=target.pool_id, queue_id=target.queue_id, state=RunState.SCHEDULED.value,
         state_message="created", scheduled_time=scheduled, parameters=parameters,
         job_variables=data.job_variables, job_configuration=rendered, attempt=0,
         idempotency_key=key, auto_scheduled=False, resubmitted_from=resubmitted_from,
         created=now, updated=now)
-    first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
-                        message=f"scheduled for {scheduled.isoformat()}")
-
-    def insert_run(conn: Connection) -> None:
-        conn.execute(insert(runs).values(**values))
-        conn.execute(insert(run_states).values(run_id=run_id, **first.model_dump()))
-
-    try:
-        await db.run(insert_run, write=True)
-    except IntegrityError:
-        if key is not None:  # lost a race with the same key
-            existing = await db.run(lambda conn: _run_by_key(conn, key))
-            if existing is not None:
-                return existing, False
-        raise
-    # Built from what was just written: no second read on this hot path.
-    run = _to_run_values({**values, "pool_name": pool.name, "queue_name": dep.queue_name,
-                          "deployment_name": f"{dep.flow_name}/{dep.name}",
-                          "late_after_seconds": pool.late_after_seconds}, now, [first])
-    return run, True
 
 
 def _run_by_key(conn: Connection, key: str) -> Run | None:
-    row = conn.execute(select(runs.c.id).where(runs.c.idempotency_key == key)).first()
+    row = conn.execute(_RUN_ID_BY_KEY, {"key": key}).first()
     return None if row is None else read_run(conn, row.id)
 
 
@@ -152,25 +185,33 @@ async def get_run(db: Database, run_id: str) -> Run:
 async def list_runs(db: Database, *, state: RunState | None = None,
                     pool_name: str | None = None, deployment_ref: str | None = None,
                     dead_letter: bool = False, limit: int = 50, offset: int = 0) -> list[Run]:
-    """Runs, newest first; ``dead_letter``: only runs that never reached their provider."""
-    query = _select().order_by(runs.c.created.desc(), runs.c.id).limit(
-        min(limit, MAX_PAGE)).offset(offset)
-    if dead_letter:
-        query = query.where(runs.c.dead_letter.is_(True))
-    if state is not None:
-        query = query.where(runs.c.state == state.value)
-    if pool_name is not None:
-        query = query.where(work_pools.c.name == pool_name)
+    """Runs, newest first; ``dead_letter``: only runs that never reached their provider.
 
+    The page's ids come first from runs alone, newest first by (created, id), the order
+    of the ``ix_runs_*created_id`` indexes: a walk down one index that stops after the
+    page, however many runs are stored. Only that page is joined for its names."""
     def read(conn: Connection) -> list[Run]:
-        selected = query
+        page = select(runs.c.id)
+        if dead_letter:
+            page = page.where(runs.c.dead_letter.is_(True))
+        if state is not None:
+            page = page.where(runs.c.state == state.value)
+        if pool_name is not None:
+            page = page.where(runs.c.pool_id == _pool_id(conn, pool_name))
         if deployment_ref is not None:
-            selected = selected.where(
-                runs.c.deployment_id == deployment_row(conn, deployment_ref).id)
+            page = page.where(runs.c.deployment_id == deployment_row(conn, deployment_ref).id)
+        newest = (runs.c.created.desc(), runs.c.id.desc())
+        ids = page.order_by(*newest).limit(min(limit, MAX_PAGE)).offset(offset).subquery()
         now = utcnow()
-        return [_to_run(r, now) for r in conn.execute(selected)]
+        return [_to_run(r, now) for r in conn.execute(
+            _select().where(runs.c.id.in_(select(ids.c.id))).order_by(*newest))]
 
     return await db.run(read)
+
+
+def _pool_id(conn: Connection, name: str) -> str | None:
+    """A pool's id by name; None (no runs) for a name no pool has, as a filter expects."""
+    return conn.execute(select(work_pools.c.id).where(work_pools.c.name == name)).scalar()
 
 
 async def set_run_state(db: Database, run_id: str, state: RunState,

@@ -52,11 +52,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def as_utc(value: Any) -> datetime:
+    """A time read back without its column type (``func.min()`` loses it on SQLite, JSON
+    holds it as text) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a stored time: {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # Python None stored as SQL NULL (not JSON 'null'), so IS NULL finds it.
 NullableJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Id = String(36)
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+# Partial index predicates. A query uses such an index only when its WHERE clause holds
+# the same condition with literal values (a bound parameter does not match on SQLite, nor
+# in PostgreSQL's generic plans): store/claims.py writes the same conditions with literals.
+RUN_SCHEDULED = "state = 'SCHEDULED'"
+RUN_UNSUBMITTED = "state = 'PENDING' AND infra_id IS NULL"
+DEPLOYMENT_LIMITED = "concurrency_limit IS NOT NULL"
+DEPLOYMENT_POLICY = "catchup <> 'all' OR overlap <> 'allow'"
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -125,6 +143,12 @@ deployments = Table(
     Column("created", UTCDateTime, nullable=False),
     Column("updated", UTCDateTime, nullable=False),
     UniqueConstraint("flow_name", "name"),
+    # Each claim reads the deployments with a limit or a missed-run policy: few of many,
+    # so partial indexes keep those reads proportional to them (store/claims.py).
+    Index("ix_deployments_limited", "id", "concurrency_limit",
+          sqlite_where=text(DEPLOYMENT_LIMITED), postgresql_where=text(DEPLOYMENT_LIMITED)),
+    Index("ix_deployments_missed_run_policy", "id", "catchup", "overlap",
+          sqlite_where=text(DEPLOYMENT_POLICY), postgresql_where=text(DEPLOYMENT_POLICY)),
 )
 
 schedules = Table(
@@ -183,6 +207,12 @@ runs = Table(
     # Dead letters are few: a partial index keeps `run ls --dead-letter` cheap for free.
     Index("ix_runs_dead_letter_created", "created", sqlite_where=text("dead_letter"),
           postgresql_where=text("dead_letter")),
+    # The claim's due runs and the dispatcher's next wake-up, per unpaused queue; the
+    # expired leases of claimed-but-unsubmitted runs. Both sets are small next to `runs`.
+    Index("ix_runs_scheduled_queue_time", "queue_id", "scheduled_time",
+          sqlite_where=text(RUN_SCHEDULED), postgresql_where=text(RUN_SCHEDULED)),
+    Index("ix_runs_unsubmitted_lease", "lease_expires",
+          sqlite_where=text(RUN_UNSUBMITTED), postgresql_where=text(RUN_UNSUBMITTED)),
 )
 
 run_states = Table(
