@@ -266,10 +266,8 @@ _CANCELLED_UNRECORDED = and_(runs.c.state == literal_column(f"'{CANCELLING}'"),
 
 def _expired_run_ids(conn: Connection, now: datetime, limit: int) -> list[str]:
     """Claimed but never submitted, and the claimer's lease ran out: claimable again."""
-    expired = list(conn.execute(_claimable(_UNSUBMITTED, runs.c.lease_expires < now)
-                                .order_by(*_DUE_ORDER).limit(limit)).scalars())
-    return expired + list(conn.execute(
-        _claimable(_CANCELLED_UNRECORDED, runs.c.lease_expires < now)
+    return list(conn.execute(
+        _claimable(or_(_UNSUBMITTED, _CANCELLED_UNRECORDED), runs.c.lease_expires < now)
         .order_by(*_DUE_ORDER).limit(limit)).scalars())
 
 
