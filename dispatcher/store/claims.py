@@ -41,8 +41,8 @@ from dispatcher.models import (
 )
 from dispatcher.store.common import utcnow
 from dispatcher.store.db import CLAIM_LOCK_ID, Database
-from dispatcher.store.missed_runs import PolicyOutcome, apply_missed_run_policies
-from dispatcher.store.pool_breaker import BREAKER, take_probes
+from dispatcher.store.missed_runs import HAS_POLICY, PolicyOutcome, apply_missed_run_policies
+from dispatcher.store.pool_breaker import BREAKER, BY_BREAKER, Probes, take_probes
 from dispatcher.store.runs import StateChange, transition_many
 from dispatcher.store.tables import (
     as_utc,
@@ -195,11 +195,42 @@ def _first_due_time() -> Any:
     return select(func.min(per_queue.c.first))
 
 
-def _anything_due(conn: Connection, due_by: datetime) -> bool:
-    """The claim skips its policy and limit reads when nothing is due, the dispatcher's
-    most common case."""
-    first = conn.execute(_first_due_time()).scalar_one_or_none()
-    return first is not None and as_utc(first) <= due_by
+@dataclass(frozen=True)
+class _Gates:
+    """What a claim has to look at, read in one statement: each later read is skipped
+    when its gate says it would find nothing (each is a round trip on PostgreSQL)."""
+
+    anything_due: bool
+    leases_expired: bool
+    probes_due: bool
+    policies: bool
+    limits: bool
+
+
+def _exists(*where: Any, table: Any) -> Any:
+    return select(literal(1)).select_from(table).where(*where).exists()
+
+
+def _gates(conn: Connection, now: datetime, due_by: datetime) -> _Gates:
+    def first_lease_expiry(unrecorded: Any) -> Any:
+        return select(func.min(runs.c.lease_expires)).where(unrecorded).scalar_subquery()
+
+    row = conn.execute(select(
+        _first_due_time().scalar_subquery().label("first_due"),
+        first_lease_expiry(_UNSUBMITTED).label("lease"),
+        first_lease_expiry(_CANCELLED_UNRECORDED).label("cancel_lease"),
+        _exists(BY_BREAKER, or_(work_pools.c.breaker_retry_at.is_(None),
+                                 work_pools.c.breaker_retry_at <= now),
+                table=work_pools).label("probes"),
+        _exists(HAS_POLICY, table=deployments).label("policies"),
+        or_(_exists(work_pools.c.concurrency_limit.is_not(None), table=work_pools),
+            _exists(work_queues.c.concurrency_limit.is_not(None), table=work_queues),
+            _exists(deployments.c.concurrency_limit.is_not(None), table=deployments)
+            ).label("limits"))).one()
+    leases = [as_utc(t) for t in (row.lease, row.cancel_lease) if t is not None]
+    return _Gates(anything_due=row.first_due is not None and as_utc(row.first_due) <= due_by,
+                  leases_expired=any(t < now for t in leases), probes_due=bool(row.probes),
+                  policies=bool(row.policies), limits=bool(row.limits))
 
 
 def _due_in_queues(conn: Connection, due_by: datetime, limit: int) -> list[str]:
@@ -288,16 +319,20 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
     def claim(conn: Connection) -> Claim:
         if db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK_ID})
-        due = _anything_due(conn, due_by)
+        gates = _gates(conn, now, due_by)
+        due = gates.anything_due
         # Policies only act on due runs (due by ``now``, which comes before ``due_by``).
-        policies = apply_missed_run_policies(conn, now) if due else PolicyOutcome()
-        probes = take_probes(conn, now, hold_seconds=lease_seconds)
+        policies = (apply_missed_run_policies(conn, now) if due and gates.policies
+                    else PolicyOutcome())
+        probes = (take_probes(conn, now, hold_seconds=lease_seconds) if gates.probes_due
+                  else Probes())
         result = Claim(skipped=policies.skipped, cancelling=policies.cancelling,
                        dead_lettered=probes.dead_lettered)
-        expired = _expired_run_ids(conn, now, limit)
+        expired = _expired_run_ids(conn, now, limit) if gates.leases_expired else []
         if not (due or expired or probes.run_ids):
             return result
-        limits = _current_limits(conn)
+        limits = (_current_limits(conn) if gates.limits
+                  else _Limits(set(), {}, set(), {}, set(), {}))
         candidates = expired + (_due_run_ids(conn, due_by, limit, limits) if due else [])
         if not candidates and not probes.run_ids:
             return result
@@ -305,8 +340,10 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
             select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
                    runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, runs.c.job_variables,
                    runs.c.parameters, runs.c.created, runs.c.lease_owner, runs.c.submit_errors,
-                   work_queues.c.name.label("queue_name"))
+                   work_queues.c.name.label("queue_name"), *_DEPLOYMENT_FIELDS)
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            # The deployment's few small columns ride along: one round trip fewer.
+            .outerjoin(deployments, deployments.c.id == runs.c.deployment_id)
             .where(runs.c.id.in_(probes.run_ids + candidates),
                    or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by),
                        and_(runs.c.state == PENDING, runs.c.infra_id.is_(None)),
@@ -357,22 +394,37 @@ def _claim_message(row: Any, owner: str) -> str:
     return f"lease expired; reclaimed by {owner}"
 
 
+@dataclass(frozen=True)
+class _Deployment:
+    name: str
+    flow_name: str
+    command: list[str] | None
+    entrypoint: str | None
+    source: str | None
+    image: str | None
+    job_variables: dict[str, Any] | None
+    submit_deadline_seconds: float | None
+
+
+_DEPLOYMENT_FIELDS = [deployments.c[f].label(f"dep_{f}") for f in _Deployment.__annotations__]
+
+
+def _deployment_of(row: Any) -> _Deployment | None:
+    if row.deployment_id is None or row.dep_name is None:  # no deployment, or it is gone
+        return None
+    return _Deployment(*(getattr(row, f"dep_{f}") for f in _Deployment.__annotations__))
+
+
 def _claimed_runs(conn: Connection, chosen: list[Any], probes: set[str]) -> list[ClaimedRun]:
-    """Join each run with its pool and deployment, read once per pool and deployment (a
-    batch is usually a few of each; templates are the largest thing in the store)."""
+    """Join each run with its pool, read once per pool (templates are the largest thing
+    in the store), and with its deployment, read along with the run."""
     pools = {r.id: r for r in conn.execute(
         select(work_pools.c.id, work_pools.c.name, work_pools.c.type,
                work_pools.c.base_job_template)
         .where(work_pools.c.id.in_({r.pool_id for r in chosen})))}
-    deps = {r.id: r for r in conn.execute(
-        select(deployments.c.id, deployments.c.name, deployments.c.flow_name,
-               deployments.c.command, deployments.c.entrypoint, deployments.c.source,
-               deployments.c.image, deployments.c.job_variables,
-               deployments.c.submit_deadline_seconds)
-        .where(deployments.c.id.in_({r.deployment_id for r in chosen if r.deployment_id})))}
     claimed = []
     for r in chosen:
-        pool, dep = pools[r.pool_id], deps.get(r.deployment_id)
+        pool, dep = pools[r.pool_id], _deployment_of(r)
         claimed.append(ClaimedRun(
             run_id=r.id, name=r.name, attempt=r.attempt + (1 if r.state == SCHEDULED else 0),
             scheduled_time=r.scheduled_time, pool_name=pool.name, pool_type=pool.type,

@@ -43,7 +43,7 @@ _UNPAUSED = and_(work_pools.c.paused.is_(False), work_queues.c.paused.is_(False)
 # The predicates of the partial indexes tables.DEPLOYMENT_POLICY and tables.RUN_SCHEDULED,
 # with literals so that both SQLite and PostgreSQL use them: a claim reads the deployments
 # that have a policy, and their due runs, not every deployment.
-_HAS_POLICY = or_(deployments.c.catchup != literal_column("'all'"),
+HAS_POLICY = or_(deployments.c.catchup != literal_column("'all'"),
                   deployments.c.overlap != literal_column("'allow'"))
 _IS_SCHEDULED = runs.c.state == literal_column(f"'{RunState.SCHEDULED.value}'")
 
@@ -58,7 +58,7 @@ def apply_missed_run_policies(conn: Connection, now: datetime) -> PolicyOutcome:
     outcome = PolicyOutcome()
     policies = {r.id: (r.catchup, r.overlap) for r in conn.execute(
         select(deployments.c.id, deployments.c.catchup, deployments.c.overlap).where(
-            _HAS_POLICY))}
+            HAS_POLICY))}
     if not policies:
         return outcome  # the common case: one index read of nothing per claim
     due: dict[str, list[Any]] = defaultdict(list)

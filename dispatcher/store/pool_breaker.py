@@ -28,7 +28,7 @@ from dispatcher.store.dead_letters import expire_parked_runs
 from dispatcher.store.tables import runs, work_pools, work_queues
 
 BREAKER = "breaker"
-_BY_BREAKER = and_(work_pools.c.paused.is_(True), work_pools.c.paused_by == BREAKER)
+BY_BREAKER = and_(work_pools.c.paused.is_(True), work_pools.c.paused_by == BREAKER)
 _ORDER = (work_queues.c.priority, runs.c.scheduled_time, runs.c.id)
 
 
@@ -49,7 +49,7 @@ async def close_pool_breaker(db: Database, pool_name: str) -> bool:
     """Resume a pool the breaker paused; False if it is not (or no longer) breaker-paused."""
     def close(conn: Connection) -> bool:
         return bool(conn.execute(
-            update(work_pools).where(work_pools.c.name == pool_name, _BY_BREAKER)
+            update(work_pools).where(work_pools.c.name == pool_name, BY_BREAKER)
             .values(paused=False, paused_by=None, paused_reason=None, breaker_retry_at=None,
                     updated=utcnow())).rowcount)
 
@@ -63,7 +63,7 @@ async def delay_breaker_probe(db: Database, pool_name: str, retry_at: datetime,
     if reason is not None:
         values["paused_reason"] = reason
     await db.run(lambda conn: conn.execute(
-        update(work_pools).where(work_pools.c.name == pool_name, _BY_BREAKER).values(**values)),
+        update(work_pools).where(work_pools.c.name == pool_name, BY_BREAKER).values(**values)),
         write=True)
 
 
@@ -78,7 +78,7 @@ def take_probes(conn: Connection, now: datetime, hold_seconds: float) -> Probes:
     The caller claims the returned runs (they bypass the pool's pause, not its limits)."""
     probes = Probes()
     pool_ids = list(conn.execute(select(work_pools.c.id).where(
-        _BY_BREAKER, or_(work_pools.c.breaker_retry_at.is_(None),
+        BY_BREAKER, or_(work_pools.c.breaker_retry_at.is_(None),
                          work_pools.c.breaker_retry_at <= now))).scalars())
     for pool_id in pool_ids:
         probes.dead_lettered += expire_parked_runs(conn, pool_id, now)
