@@ -11,12 +11,14 @@ Two steps come first in the same transaction: the deployments' missed-run polici
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Table,
     and_,
     bindparam,
@@ -233,8 +235,10 @@ def _gates(conn: Connection, now: datetime, due_by: datetime) -> _Gates:
                   policies=bool(row.policies), limits=bool(row.limits))
 
 
-def _due_in_queues(conn: Connection, due_by: datetime, limit: int) -> list[str]:
-    """The first ``limit`` due runs in claim order, read queue by queue: each queue's
+def _due_in_queues(conn: Connection, due_by: datetime, limit: int
+                   ) -> tuple[Any, dict[str, Any]]:
+    """The ids of the first ``limit`` due runs in claim order (a query, which the claim
+    reads its candidates through: one round trip fewer), read queue by queue: each queue's
     first ``limit`` by time is an ordered walk of the partial index that stops there,
     whatever the planner estimates (PostgreSQL misjudges `scheduled_time <= now`, with
     the past runs' times in its statistics, and may scan the table)."""
@@ -242,23 +246,36 @@ def _due_in_queues(conn: Connection, due_by: datetime, limit: int) -> list[str]:
                           .join(work_pools, work_pools.c.id == work_queues.c.pool_id)
                           .where(_UNPAUSED)).all()
     if not queues:
-        return []
+        return None, {}
+    params: dict[str, Any] = {"due_by": due_by}
+    for i, (queue_id, priority) in enumerate(queues):
+        params[f"queue_{i}"], params[f"priority_{i}"] = queue_id, priority
+    return _due_union(len(queues), limit), params
+
+
+@functools.lru_cache(maxsize=256)
+def _due_union(queues: int, limit: int) -> Any:
+    """The query of ``_due_in_queues`` for that many queues, with the queues, priorities
+    and time as parameters: built once (building ten subqueries per claim cost more than
+    running them)."""
     parts = []
-    for queue_id, priority in queues:
+    for i in range(queues):
         first = (select(runs.c.id, runs.c.scheduled_time)
-                 .where(runs.c.queue_id == queue_id, _IS_SCHEDULED,
-                        runs.c.scheduled_time <= due_by)
+                 .where(runs.c.queue_id == bindparam(f"queue_{i}"), _IS_SCHEDULED,
+                        runs.c.scheduled_time <= bindparam("due_by"))
                  .order_by(runs.c.scheduled_time, runs.c.id).limit(limit).subquery())
         # SQLite takes no ORDER BY/LIMIT in a compound member: select from a subquery.
         parts.append(select(first.c.id, first.c.scheduled_time,
-                            literal(priority).label("priority")))
+                            bindparam(f"priority_{i}", type_=Integer).label("priority")))
     due = union_all(*parts).subquery()
-    return list(conn.execute(select(due.c.id).order_by(due.c.priority, due.c.scheduled_time,
-                                                       due.c.id).limit(limit)).scalars())
+    return select(due.c.id).order_by(due.c.priority, due.c.scheduled_time,
+                                     due.c.id).limit(limit)
 
 
-def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits) -> list[str]:
-    """Ids of due SCHEDULED runs in claim order, none beyond a limit's free slots."""
+def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits
+                 ) -> tuple[Any, dict[str, Any]]:
+    """A query of the ids of due SCHEDULED runs in claim order, none beyond a limit's free
+    slots (None: no unpaused queue), and the parameters it takes."""
     if not limits.any():
         return _due_in_queues(conn, due_by, limit)
     base = _claimable(_IS_SCHEDULED, runs.c.scheduled_time <= due_by)
@@ -280,12 +297,11 @@ def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits
         ranked = ranked.where(or_(runs.c.deployment_id.is_(None),
                                   runs.c.deployment_id.not_in(limits.blocked_deployments)))
     sub = ranked.subquery()
-    return list(conn.execute(
-        select(sub.c.id)
-        .where(_within(sub.c.rn_pool, sub.c.pool_id, limits.free_pools, limit),
-               _within(sub.c.rn_queue, sub.c.queue_id, limits.free_queues, limit),
-               _within(sub.c.rn_dep, sub.c.deployment_id, limits.free_deployments, limit))
-        .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit)).scalars())
+    return (select(sub.c.id)
+            .where(_within(sub.c.rn_pool, sub.c.pool_id, limits.free_pools, limit),
+                   _within(sub.c.rn_queue, sub.c.queue_id, limits.free_queues, limit),
+                   _within(sub.c.rn_dep, sub.c.deployment_id, limits.free_deployments, limit))
+            .order_by(sub.c.priority, sub.c.scheduled_time, sub.c.id).limit(limit)), {}
 
 
 # Cancelled while a claimer held it, and that claimer's lease ran out with nothing recorded
@@ -333,9 +349,14 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
             return result
         limits = (_current_limits(conn) if gates.limits
                   else _Limits(set(), {}, set(), {}, set(), {}))
-        candidates = expired + (_due_run_ids(conn, due_by, limit, limits) if due else [])
-        if not candidates and not probes.run_ids:
+        named = probes.run_ids + expired
+        due_ids, due_params = (_due_run_ids(conn, due_by, limit, limits) if due
+                               else (None, {}))
+        if not named and due_ids is None:
             return result
+        wanted = [runs.c.id.in_(named)] if named else []
+        if due_ids is not None:
+            wanted.append(runs.c.id.in_(due_ids))
         query = (
             select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
                    runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, runs.c.job_variables,
@@ -344,7 +365,7 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             # The deployment's few small columns ride along: one round trip fewer.
             .outerjoin(deployments, deployments.c.id == runs.c.deployment_id)
-            .where(runs.c.id.in_(probes.run_ids + candidates),
+            .where(or_(*wanted),
                    or_(and_(runs.c.state == SCHEDULED, runs.c.scheduled_time <= due_by),
                        and_(runs.c.state == PENDING, runs.c.infra_id.is_(None)),
                        _CANCELLED_UNRECORDED))
@@ -353,7 +374,7 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
         if db.dialect == "postgresql":
             # Rows another transaction holds (a cancel, say) wait for the next claim.
             query = query.with_for_update(of=runs, skip_locked=True)
-        rows = list(conn.execute(query))
+        rows = list(conn.execute(query, due_params))
         probe_ids = set(probes.run_ids)
         chosen = limits.take([r for r in rows if r.id in probe_ids], len(probe_ids))
         chosen += limits.take([r for r in rows if r.id not in probe_ids], limit)
