@@ -16,10 +16,11 @@ from bench.harness import RawHttp, drive_at_rate, percentiles, server_settings
 from bench.profiling import summarise
 from bench.scale_data import Shape, counts, load
 from dispatcher import store
-from dispatcher.engine.scheduler import slots_for
+from dispatcher.engine.scheduler import target_slots
 from dispatcher.settings import Settings
 from dispatcher.store.tables import runs
 from providers import registry
+from tests.fakes.scheduled_runs import active_schedules
 
 
 def test_percentiles_pick_nearest_rank() -> None:
@@ -97,12 +98,12 @@ async def test_scale_data_matches_what_the_store_and_scheduler_write(tmp_path: P
         assert {r.pool_name for r in claimed} == {"pool-0", "pool-1", "pool-2"}
         # The stored future runs are the scheduler's own slots (same keys), so its next
         # pass does not make them again.
-        targets = await store.active_schedules(db)
+        targets = await active_schedules(db)
         assert len(targets) == 120
         tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0,
                                                      microsecond=0)
         expected = {store.schedule_slot_key(t.deployment_id, slot)
-                    for t in targets for slot in slots_for(t, now, Settings())
+                    for t in targets for slot in target_slots(t.spec, now, Settings())
                     if slot >= tomorrow}
         stored = set(await db.run(lambda conn: list(conn.execute(
             select(runs.c.idempotency_key).where(runs.c.scheduled_time >= tomorrow))

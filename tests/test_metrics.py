@@ -27,6 +27,7 @@ from providers.base import InfraPhase
 from tests.conftest import wait_for
 from tests.fakes.faulty_provider import FAULTS
 from tests.fakes.recording_provider import STATE
+from tests.fakes.scheduled_runs import active_schedules, insert_scheduled_runs
 
 registry.register_provider("faulty", "tests.fakes.faulty_provider")
 
@@ -159,11 +160,11 @@ async def test_dispatch_latency_and_skipped_runs(pools: Database) -> None:
     await store.apply_deployment(pools, DeploymentApply(
         name="nightly", flow_name="f", pool_name="p", command=["job"], catchup="none",
         schedules=[ScheduleSpec(interval=3600)]))
-    (target,) = await store.active_schedules(pools)
+    (target,) = await active_schedules(pools)
     now = utcnow()
     missed = run_rows(target, [now - timedelta(seconds=600), now - timedelta(seconds=300)],
                       now)
-    await store.insert_scheduled_runs(pools, missed)
+    await insert_scheduled_runs(pools, missed)
     ran, _ = await store.create_run(pools, "f/d", RunCreate())
     engine = Engine(pools, Settings(lease_seconds=30, watch_interval_seconds=0.05,
                                     scheduler_interval_seconds=3600))

@@ -28,6 +28,7 @@ from dispatcher.store.common import utcnow
 from providers import registry
 from tests.conftest import wait_for
 from tests.fakes.recording_provider import STATE
+from tests.fakes.scheduled_runs import active_schedules, insert_scheduled_runs
 
 registry.register_provider("recording", "tests.fakes.recording_provider")
 
@@ -48,11 +49,11 @@ async def db_pool(db: Database) -> Database:
 
 async def _slots(db: Database, *seconds_ago: float) -> list[str]:
     """Auto-scheduled runs (as the scheduler makes them) for slots this long ago."""
-    (target,) = await store.active_schedules(db)
+    (target,) = await active_schedules(db)
     now = utcnow()
     slots = [now - timedelta(seconds=s) for s in seconds_ago]
     rows = run_rows(target, slots, now)
-    assert await store.insert_scheduled_runs(db, rows) == len(rows)
+    assert await insert_scheduled_runs(db, rows) == len(rows)
     by_time = {row["scheduled_time"]: row["id"] for row in rows}
     return [by_time[slot] for slot in slots]
 
@@ -172,9 +173,9 @@ async def test_policies_leave_other_deployments_alone(db_pool: Database) -> None
         schedules=[ScheduleSpec(interval=3600)]))
     other, _ = await store.create_run(db_pool, "f/other", RunCreate(
         scheduled_time=utcnow() - timedelta(seconds=300)))
-    (mine,) = [t for t in await store.active_schedules(db_pool) if t.deployment_name == "d"]
+    (mine,) = [t for t in await active_schedules(db_pool) if t.deployment_name == "d"]
     rows = run_rows(mine, [utcnow() - timedelta(seconds=300)], utcnow())
-    await store.insert_scheduled_runs(db_pool, rows)
+    await insert_scheduled_runs(db_pool, rows)
     claimed, skipped, _ = await _claim(db_pool)
     assert claimed == [other.id] and list(skipped) == [rows[0]["id"]]
 

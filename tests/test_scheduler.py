@@ -18,6 +18,7 @@ from dispatcher.store import Database
 from dispatcher.store.common import utcnow
 from dispatcher.store.scheduled_runs import NewSlots, schedule_marks, store_new_slots
 from dispatcher.store.tables import runs, schedules
+from tests.fakes.scheduled_runs import active_schedules
 
 MINUTE = timedelta(minutes=1)
 
@@ -152,7 +153,7 @@ async def test_two_schedulers_on_one_store_make_each_slot_once(pool: Database) -
 async def test_a_schedule_changed_since_it_was_read_is_left_alone(pool: Database) -> None:
     await deploy(pool, ScheduleSpec(interval=60))
     now = minute_start()
-    (target,) = await store.active_schedules(pool)
+    (target,) = await active_schedules(pool)
     (mark,) = await schedule_marks(pool, "", 10, now + MINUTE, within_horizon=True)
     slot = now + timedelta(seconds=30)
     new = NewSlots(mark.schedule_id, None, slot, scheduler_module.run_rows(target, [slot], now))

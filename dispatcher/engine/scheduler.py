@@ -9,9 +9,10 @@ whole horizon again. Edits and pauses reset it (see store.deployments) and wake 
 to remake the slots; the slot key makes a second insert of a slot a no-op, so restarts and
 concurrent replicas never duplicate one.
 
-A pass pages through the schedules by id: first those whose materialised slots end before
-the horizon does (or that have none), then the rest, which need work only when fewer than
-``scheduler_min_runs`` slots lie ahead. Slot math and job rendering run in a worker thread,
+A pass pages through the schedules by id: first those materialised to the horizon or
+beyond, which need work only when fewer than ``scheduler_min_runs`` slots lie ahead, then
+those whose slots end before it (or that have none; the first group, once extended, may
+join these). Slot math and job rendering run in a worker thread,
 computed once per distinct spec and per pool and job variables, so the event loop stays free
 for the API and the dispatcher, and memory stays bounded by the page size.
 """
@@ -61,10 +62,6 @@ def target_slots(spec: ScheduleSpec, now: datetime, settings: Settings) -> list[
     if len(times) < settings.scheduler_min_runs:
         times = schedules.next_times(spec, now, count=settings.scheduler_min_runs)
     return times
-
-
-def slots_for(target: ScheduleTarget, now: datetime, settings: Settings) -> list[datetime]:
-    return target_slots(target.spec, now, settings)
 
 
 class SlotPlan:

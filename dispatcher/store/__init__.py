@@ -64,8 +64,6 @@ from dispatcher.store.runs import (
 from dispatcher.store.runtime import append_run_logs, report_run_state, run_token_key
 from dispatcher.store.scheduled_runs import (
     ScheduleTarget,
-    active_schedules,
-    insert_scheduled_runs,
     schedule_slot_key,
 )
 from dispatcher.store.stats import StoreStats, store_stats
@@ -78,7 +76,6 @@ __all__ = [
     "StoreStats",
     "SubmissionRecord",
     "WatchedRun",
-    "active_schedules",
     "append_logs",
     "append_run_logs",
     "apply_deployment",
@@ -101,7 +98,6 @@ __all__ = [
     "get_pool",
     "get_queue",
     "get_run",
-    "insert_scheduled_runs",
     "list_deployments",
     "list_pools",
     "list_queues",

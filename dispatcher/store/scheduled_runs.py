@@ -89,25 +89,6 @@ class NewSlots:
 _SCHEDULED_NOW = and_(schedules.c.active.is_(True), deployments.c.paused.is_(False))
 
 
-async def active_schedules(db: Database) -> list[ScheduleTarget]:
-    """Every active schedule of an unpaused deployment, with its pool's template (tests and
-    benchmarks; the scheduler pages through ``schedule_marks`` instead)."""
-    def read(conn: Connection) -> list[ScheduleTarget]:
-        rows = conn.execute(
-            select(schedules.c.id, schedules.c.spec, deployments.c.id.label("deployment_id"),
-                   deployments.c.name, deployments.c.pool_id, deployments.c.queue_id,
-                   deployments.c.parameters, deployments.c.job_variables,
-                   work_pools.c.base_job_template)
-            .join(deployments, deployments.c.id == schedules.c.deployment_id)
-            .join(work_pools, work_pools.c.id == deployments.c.pool_id)
-            .where(_SCHEDULED_NOW))
-        return [ScheduleTarget(r.id, ScheduleSpec.model_validate(r.spec), r.deployment_id,
-                               r.name, r.pool_id, r.queue_id, r.parameters, r.job_variables,
-                               r.base_job_template) for r in rows]
-
-    return await db.run(read)
-
-
 async def schedule_marks(db: Database, after_id: str, limit: int, horizon_end: datetime,
                          *, within_horizon: bool) -> list[ScheduleMark]:
     """The next ``limit`` schedules by id after ``after_id``: with ``within_horizon`` those
@@ -168,7 +149,7 @@ async def store_new_slots(db: Database, batch: list[NewSlots]) -> int:
         conn.execute(update(schedules).where(schedules.c.id == bindparam("b_id"))
                      .values(materialised_until=bindparam("b_until")),
                      [{"b_id": s.schedule_id, "b_until": s.until} for s in kept])
-        return _insert_runs(conn, [row for s in kept for row in s.rows])
+        return insert_run_rows(conn, [row for s in kept for row in s.rows])
 
     return await db.run(write, write=True)
 
@@ -198,7 +179,9 @@ _INSERT_NEW_RUNS = {
 }
 
 
-def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> int:
+def insert_run_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert scheduled runs and their first history rows, skipping slots that already
+    have a run; returns how many were inserted."""
     now = utcnow()
     stmt = (_INSERT_NEW_RUNS[conn.dialect.name]
             .returning(runs.c.id, runs.c.scheduled_time)
@@ -210,10 +193,3 @@ def _insert_runs(conn: Connection, rows: list[dict[str, Any]]) -> int:
              "message": f"scheduled for {as_utc(when).isoformat()} by its schedule"}
             for run_id, when in inserted])
     return len(inserted)
-
-
-async def insert_scheduled_runs(db: Database, rows: list[dict[str, Any]]) -> int:
-    """Insert materialised runs, skipping slots that already have one; returns how many."""
-    if not rows:
-        return 0
-    return await db.run(lambda conn: _insert_runs(conn, rows), write=True)
