@@ -119,3 +119,20 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dispatcher.settings import get_settings
 
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def fresh_faulty_provider() -> Iterator[None]:
+    """The ``faulty`` provider (faults over the recording provider) with no faults or
+    submits left by another test, its jobs succeeding: ``pytestmark`` of the tests that
+    use it."""
+    from providers.base import InfraPhase
+    from tests.fakes.faulty_provider import FAULTS
+    from tests.fakes.recording_provider import STATE
+
+    STATE.reset()
+    FAULTS.reset()
+    STATE.default_phase = InfraPhase.SUCCEEDED
+    yield
+    FAULTS.reset()
+    STATE.reset()

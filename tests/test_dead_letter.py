@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from dispatcher.store import Database
 from dispatcher.store.common import utcnow
 from dispatcher.store.dead_letters import submit_error
 from providers import registry
-from providers.base import InfraPhase
 from tests.conftest import wait_for
 from tests.fakes.faulty_provider import FAULTS
 from tests.fakes.recording_provider import STATE
@@ -49,13 +48,7 @@ def engine_settings(home: Path, **overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fakes() -> Iterator[None]:
-    STATE.reset()
-    FAULTS.reset()
-    STATE.default_phase = InfraPhase.SUCCEEDED
-    yield
-    FAULTS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 
 @pytest.fixture

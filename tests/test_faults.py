@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -29,7 +28,6 @@ from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.store.common import utcnow
 from providers import registry
-from providers.base import InfraPhase
 from tests.conftest import wait_for
 from tests.fakes.faulty_provider import FAULTS
 from tests.fakes.recording_provider import STATE
@@ -51,13 +49,7 @@ def settings(**overrides: object) -> Settings:
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fakes() -> Iterator[None]:
-    STATE.reset()
-    FAULTS.reset()
-    STATE.default_phase = InfraPhase.SUCCEEDED
-    yield
-    FAULTS.reset()
+pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ scrape time, and the engine's counters and dispatch-latency histogram moving as 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.store.common import utcnow
 from providers import registry
-from providers.base import InfraPhase
 from tests.conftest import wait_for
 from tests.fakes.faulty_provider import FAULTS
 from tests.fakes.recording_provider import STATE
@@ -35,14 +34,7 @@ Client = TestClient[web.Request, web.Application]
 TOKEN = "metrics-test-token"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fakes() -> Iterator[None]:
-    STATE.reset()
-    FAULTS.reset()
-    STATE.default_phase = InfraPhase.SUCCEEDED
-    yield
-    FAULTS.reset()
-    STATE.reset()
+pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 
 @pytest.fixture
