@@ -44,7 +44,7 @@ from dispatcher.models import (
 from dispatcher.store.common import utcnow
 from dispatcher.store.db import CLAIM_LOCK_ID, Database
 from dispatcher.store.missed_runs import HAS_POLICY, PolicyOutcome, apply_missed_run_policies
-from dispatcher.store.pool_breaker import BREAKER, BY_BREAKER, Probes, take_probes
+from dispatcher.store.pool_breaker import BY_BREAKER, Probes, take_probes
 from dispatcher.store.runs import StateChange, transition_many
 from dispatcher.store.tables import (
     as_utc,
@@ -213,14 +213,19 @@ def _exists(*where: Any, table: Any) -> Any:
     return select(literal(1)).select_from(table).where(*where).exists()
 
 
-def _gates(conn: Connection, now: datetime, due_by: datetime) -> _Gates:
-    def first_lease_expiry(unrecorded: Any) -> Any:
-        return select(func.min(runs.c.lease_expires)).where(unrecorded).scalar_subquery()
+def _first_lease_expiry(unrecorded: Any) -> Any:
+    """When the first lease of the ``unrecorded`` runs in claimable pools and queues ends."""
+    return (select(func.min(runs.c.lease_expires))
+            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+            .join(work_pools, work_pools.c.id == runs.c.pool_id)
+            .where(unrecorded, _UNPAUSED).scalar_subquery())
 
+
+def _gates(conn: Connection, now: datetime, due_by: datetime) -> _Gates:
     row = conn.execute(select(
         _first_due_time().scalar_subquery().label("first_due"),
-        first_lease_expiry(_UNSUBMITTED).label("lease"),
-        first_lease_expiry(_CANCELLED_UNRECORDED).label("cancel_lease"),
+        _first_lease_expiry(_UNSUBMITTED).label("lease"),
+        _first_lease_expiry(_CANCELLED_UNRECORDED).label("cancel_lease"),
         _exists(BY_BREAKER, or_(work_pools.c.breaker_retry_at.is_(None),
                                  work_pools.c.breaker_retry_at <= now),
                 table=work_pools).label("probes"),
@@ -605,19 +610,13 @@ async def next_wakeup(db: Database) -> datetime | None:
     """When the dispatcher must look again: the next due run, the next lease to expire (in
     claimable pools and queues), or the next circuit-breaker probe."""
     def read(conn: Connection) -> tuple[Any, ...]:
-        def first_lease_expiry(unrecorded: Any) -> Any:
-            return conn.execute(
-                select(func.min(runs.c.lease_expires))
-                .join(work_queues, work_queues.c.id == runs.c.queue_id)
-                .join(work_pools, work_pools.c.id == runs.c.pool_id)
-                .where(unrecorded, _UNPAUSED)).scalar_one_or_none()
-
-        due = conn.execute(_first_due_time()).scalar_one_or_none()
-        probe = conn.execute(select(func.min(work_pools.c.breaker_retry_at)).where(
-            work_pools.c.paused.is_(True), work_pools.c.paused_by == BREAKER)
-        ).scalar_one_or_none()
-        return (due, first_lease_expiry(_UNSUBMITTED),
-                first_lease_expiry(_CANCELLED_UNRECORDED), probe)
+        # One statement: the dispatcher reads this after every claim that found nothing.
+        return tuple(conn.execute(select(
+            _first_due_time().scalar_subquery(),
+            _first_lease_expiry(_UNSUBMITTED),
+            _first_lease_expiry(_CANCELLED_UNRECORDED),
+            select(func.min(work_pools.c.breaker_retry_at)).where(BY_BREAKER)
+            .scalar_subquery())).one())
 
     times = [t for t in await db.run(read) if t is not None]
     if not times:
