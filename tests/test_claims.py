@@ -197,6 +197,22 @@ async def test_submission_record_needs_the_lease(db: Database) -> None:
     assert [w.run_id for w in watched] == [run_id]
 
 
+async def test_a_run_recorded_twice_in_one_batch_is_recorded_once(db: Database) -> None:
+    # A record queued through a database outage, and the record of the resubmission made
+    # after its lease ran out, can reach the store in the same batch.
+    await _setup(db)
+    await _deploy(db, "d")
+    run_id = await _run(db, "d")
+    await _claim(db, owner="a")
+    first = store.SubmissionRecord(run_id, "infra-1", None, {}, None, "submitted first")
+    again = store.SubmissionRecord(run_id, "infra-1", None, {}, None, "submitted again")
+    await store.record_submissions(db, "a", [first, again])
+    run = await store.get_run(db, run_id)
+    assert run.infra_id == "infra-1"
+    submitted = [h.message for h in run.history if (h.message or "").startswith("submitted")]
+    assert submitted == ["submitted again"]
+
+
 async def test_release_claims_makes_runs_claimable_again(db: Database) -> None:
     await _setup(db)
     await _deploy(db, "d")

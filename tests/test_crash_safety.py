@@ -207,6 +207,7 @@ def assert_histories_end_once(url: str, run_ids: set[str]) -> list[str]:
     per submission is right (an answer lost to a crash was never recorded), see
     ``assert_no_doubled_history``."""
     doubled: list[str] = []
+    examples: dict[str, list[tuple[str, str, str]]] = {}
     with httpx.Client(base_url=url, timeout=30) as client:
         for run_id in run_ids:
             response = client.get(f"/api/runs/{run_id}")
@@ -216,9 +217,13 @@ def assert_histories_end_once(url: str, run_ids: set[str]) -> list[str]:
             assert submitted, (run_id, history)
             if len(submitted) > 1:
                 doubled.append(run_id)  # the repeats may land anywhere, even after the end
+                examples[run_id] = [(h["timestamp"], h["state"], h["message"] or "")
+                                    for h in response.json()["history"]]
             states = [state for i, (state, _) in enumerate(history) if i not in submitted[1:]]
             finals = [state for state in states if state in FINAL_STATES]
             assert states[0] == "SCHEDULED" and finals == states[-1:], (run_id, history)
+    for run_id, steps in list(examples.items())[:3]:
+        print(f"history of {run_id} (submitted more than once):", *steps, sep="\n  ")
     return doubled
 
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,7 +106,8 @@ class Dispatcher:
         self._records: asyncio.Queue[SubmissionRecord] = asyncio.Queue()
         # Submitted, not yet recorded: their leases are renewed too, or another replica
         # could take a run the provider already has while the record waits for the store.
-        self._unrecorded: set[str] = set()
+        # Counted: a run resubmitted after an outage can have two records queued.
+        self._unrecorded: Counter[str] = Counter()
         self._tasks: list[asyncio.Task[None]] = []
 
     def wake(self) -> None:
@@ -261,7 +262,7 @@ class Dispatcher:
                 await self._hand_back([run], _waiting(run), errors)
                 return
             if isinstance(outcome, Submission):
-                self._unrecorded.add(run.run_id)
+                self._unrecorded[run.run_id] += 1
                 await self._records.put(_record(run, spec, outcome.infra_id,
                                                 outcome.console_url))
                 await self._provider_answered(run)
@@ -444,7 +445,8 @@ class Dispatcher:
             log.error("gave up recording %d submission(s); they will be reconciled",
                       len(batch))
         finally:
-            self._unrecorded.difference_update(r.run_id for r in batch)
+            self._unrecorded.subtract(r.run_id for r in batch)
+            self._unrecorded = +self._unrecorded  # drop the runs with none left
 
     # ------------------------------------------------------------------ leases
 
@@ -452,7 +454,7 @@ class Dispatcher:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            held = set(self._in_flight) | self._unrecorded
+            held = set(self._in_flight) | set(self._unrecorded)
             if not held:
                 continue
             try:

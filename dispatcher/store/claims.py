@@ -487,17 +487,20 @@ async def record_submissions(db: Database, owner: str,
     if not records:
         return
     now = utcnow()
+    # One record per run, the latest: a record queued through a database outage and the
+    # record of the resubmission made once its lease ran out can arrive in one batch.
+    latest = list({r.run_id: r for r in records}.values())
 
     def record(conn: Connection) -> None:
         # Only runs this claimer still holds: a record retried after an outage must not
         # add a second "submitted" to a run another replica has since taken over.
         held = select(runs.c.id, runs.c.state).where(
-            runs.c.id.in_([r.run_id for r in records]), runs.c.lease_owner == owner,
+            runs.c.id.in_([r.run_id for r in latest]), runs.c.lease_owner == owner,
             runs.c.infra_id.is_(None))
         if conn.dialect.name == "postgresql":
             held = held.with_for_update()
         ours: dict[str, str] = {r.id: r.state for r in conn.execute(held)}
-        mine = [r for r in records if r.run_id in ours]
+        mine = [r for r in latest if r.run_id in ours]
         if not mine:
             return
         conn.execute(
