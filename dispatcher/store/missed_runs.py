@@ -23,12 +23,13 @@ limit of 1 and ``cancel-previous``, it starts once the cancelled run has stopped
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, literal_column, or_, select
+from sqlalchemy import and_, bindparam, literal_column, or_, select
 from sqlalchemy.engine import Connection
 
 from dispatcher.models import ACTIVE_STATES, RunState
@@ -54,22 +55,35 @@ class PolicyOutcome:
     cancelling: list[str] = field(default_factory=list)  # active runs asked to stop
 
 
-def apply_missed_run_policies(conn: Connection, now: datetime) -> PolicyOutcome:
-    outcome = PolicyOutcome()
-    policies = {r.id: (r.catchup, r.overlap) for r in conn.execute(
-        select(deployments.c.id, deployments.c.catchup, deployments.c.overlap).where(
-            HAS_POLICY))}
-    if not policies:
-        return outcome  # the common case: one index read of nothing per claim
-    due: dict[str, list[Any]] = defaultdict(list)
-    for row in conn.execute(
-            select(runs.c.id, runs.c.deployment_id, runs.c.scheduled_time,
-                   runs.c.auto_scheduled, work_pools.c.late_after_seconds)
+@functools.cache
+def _due_runs_with_policy() -> Any:
+    """Due runs of the deployments that have a policy, with it, in claimable pools and
+    queues: joined rather than listed (a store may hold thousands of such deployments)."""
+    return (select(runs.c.id, runs.c.deployment_id, runs.c.scheduled_time,
+                   runs.c.auto_scheduled, work_pools.c.late_after_seconds,
+                   deployments.c.catchup, deployments.c.overlap)
+            .join(deployments, deployments.c.id == runs.c.deployment_id)
             .join(work_queues, work_queues.c.id == runs.c.queue_id)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .where(_IS_SCHEDULED, runs.c.scheduled_time <= now,
-                   runs.c.deployment_id.in_(list(policies)), _UNPAUSED)
-            .order_by(runs.c.scheduled_time, runs.c.id)):
+            .where(HAS_POLICY, _IS_SCHEDULED, runs.c.scheduled_time <= bindparam("now"),
+                   _UNPAUSED)
+            .order_by(runs.c.scheduled_time, runs.c.id))
+
+
+@functools.cache
+def _active_runs_of() -> Any:
+    """The active runs of the deployments listed (those with due runs to weigh)."""
+    return select(runs.c.id, runs.c.deployment_id, runs.c.state).where(
+        runs.c.deployment_id.in_(bindparam("deployment_ids", expanding=True)),
+        runs.c.state.in_([s.value for s in ACTIVE_STATES]))
+
+
+def apply_missed_run_policies(conn: Connection, now: datetime) -> PolicyOutcome:
+    outcome = PolicyOutcome()
+    policies: dict[str, tuple[str, str]] = {}
+    due: dict[str, list[Any]] = defaultdict(list)
+    for row in conn.execute(_due_runs_with_policy(), {"now": now}):
+        policies[row.deployment_id] = (row.catchup, row.overlap)
         due[row.deployment_id].append(row)
     if not due:
         return outcome
@@ -108,9 +122,7 @@ def _apply_overlap(conn: Connection, policies: dict[str, tuple[str, str]],
     if not checked:
         return
     active: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for row in conn.execute(select(runs.c.id, runs.c.deployment_id, runs.c.state).where(
-            runs.c.deployment_id.in_(checked),
-            runs.c.state.in_([s.value for s in ACTIVE_STATES]))):
+    for row in conn.execute(_active_runs_of(), {"deployment_ids": checked}):
         active[row.deployment_id].append((row.id, row.state))
     for deployment_id in checked:
         rows = due[deployment_id]

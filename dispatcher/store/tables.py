@@ -197,7 +197,8 @@ runs = Table(
     Column("updated", UTCDateTime, nullable=False),
     Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
     Index("ix_runs_pool_state", "pool_id", "state"),
-    Index("ix_runs_deployment_state", "deployment_id", "state"),
+    # With the time: a claim reads the due runs of the deployments with a missed-run policy.
+    Index("ix_runs_deployment_state_time", "deployment_id", "state", "scheduled_time"),
     Index("ix_runs_queue_state", "queue_id", "state"),
     # `run ls` pages newest first, optionally filtered; id breaks ties in `created`.
     Index("ix_runs_created_id", "created", "id"),
