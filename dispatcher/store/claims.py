@@ -301,12 +301,16 @@ def _due_run_ids(conn: Connection, due_by: datetime, limit: int, limits: _Limits
     def rank(column: ColumnElement[Any]) -> Any:
         return func.row_number().over(partition_by=column, order_by=_DUE_ORDER)
 
-    # Rank each due run within its pool, queue and deployment, so runs beyond a limit's
-    # free slots never fill the batch and starve other work (Prefect #19403).
+    # Rank each due run within its pool, queue and deployment (where one of them has a
+    # limit: each ranking sorts every due run), so runs beyond a limit's free slots never
+    # fill the batch and starve other work (Prefect #19403).
+    ranks = [(rank(column) if free else literal(1)).label(name) for column, free, name in (
+        (runs.c.pool_id, limits.free_pools, "rn_pool"),
+        (runs.c.queue_id, limits.free_queues, "rn_queue"),
+        (runs.c.deployment_id, limits.free_deployments, "rn_dep"))]
     ranked = base.add_columns(
         runs.c.pool_id, runs.c.queue_id, runs.c.deployment_id, work_queues.c.priority,
-        runs.c.scheduled_time, rank(runs.c.pool_id).label("rn_pool"),
-        rank(runs.c.queue_id).label("rn_queue"), rank(runs.c.deployment_id).label("rn_dep"))
+        runs.c.scheduled_time, *ranks)
     if limits.blocked_pools:
         ranked = ranked.where(runs.c.pool_id.not_in(limits.blocked_pools))
     if limits.blocked_queues:
