@@ -210,9 +210,9 @@ runs = Table(
           postgresql_where=text("dead_letter")),
     # The claim's due runs and the dispatcher's next wake-up, per unpaused queue; the
     # expired leases of claimed-but-unsubmitted runs. Both sets are small next to `runs`.
-    Index("ix_runs_scheduled_queue_time", "queue_id", "scheduled_time",
+    Index("ix_runs_scheduled_queue_time_id", "queue_id", "scheduled_time", "id",
           sqlite_where=text(RUN_SCHEDULED), postgresql_where=text(RUN_SCHEDULED)),
-    Index("ix_runs_unsubmitted_lease", "lease_expires",
+    Index("ix_runs_unsubmitted_queue_lease", "queue_id", "lease_expires",
           sqlite_where=text(RUN_UNSUBMITTED), postgresql_where=text(RUN_UNSUBMITTED)),
 )
 
