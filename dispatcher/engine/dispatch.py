@@ -445,8 +445,12 @@ class Dispatcher:
             log.error("gave up recording %d submission(s); they will be reconciled",
                       len(batch))
         finally:
-            self._unrecorded.subtract(r.run_id for r in batch)
-            self._unrecorded = +self._unrecorded  # drop the runs with none left
+            for record in batch:
+                left = self._unrecorded[record.run_id] - 1
+                if left > 0:
+                    self._unrecorded[record.run_id] = left
+                else:
+                    self._unrecorded.pop(record.run_id, None)
 
     # ------------------------------------------------------------------ leases
 
