@@ -17,12 +17,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Integer,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     case,
+    cast,
     func,
     insert,
     literal,
@@ -236,8 +240,8 @@ def _first_unsubmitted_lease_expiry() -> Any:
 
 @functools.cache
 def _gates_query(postgresql: bool) -> Any:
-    per_call_plans = ([func.set_config("plan_cache_mode", "auto", True).label("plans")]
-                      if postgresql else [])
+    per_call_plans = ([func.set_config("plan_cache_mode", "force_custom_plan", True)
+                       .label("plans")] if postgresql else [])
     return select(*per_call_plans,
         _first_due_time().scalar_subquery().label("first_due"),
         _first_unsubmitted_lease_expiry().label("lease"),
@@ -409,10 +413,11 @@ async def claim_runs(db: Database, owner: str, *, limit: int, lease_seconds: flo
 # The claim serialises replicas on an advisory lock, and runs the gates read next with a
 # generic plan: it has the same shape at every claim, and planning it took longer than
 # running it (2.5 of 3 ms on a store of a million runs); a generic plan is planned once
-# per connection. The gates read itself switches back to plans made per call for the rest
-# of the claim, whose best plans depend on the values at hand (a generic plan of the
-# limit ranking took 2 s; with generic plans for the whole claim, 10,000 runs due at once
-# were submitted at 720-1,120 a second against 960-2,190 without).
+# per connection. The gates read itself switches to plans made at every call for the rest
+# of the claim, whose best plans depend on the values at hand and on the table's size
+# now. Left to choose ("auto"), PostgreSQL kept a generic plan of the candidate read made
+# while `runs` was nearly empty (a nested loop over every run) and each claim of a 10,000
+# run burst took 0.5-1.6 s; a generic plan of the limit ranking took 2 s.
 _CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:k), "
                    "set_config('plan_cache_mode', 'force_generic_plan', true)")
 
@@ -420,8 +425,17 @@ _CLAIM_LOCK = text("SELECT pg_advisory_xact_lock(:k), "
 def _candidates_query(due_ids: Any | None, named: bool, postgresql: bool) -> Any:
     """The claim's candidate rows: the runs named (parameter ``named``: leases expired,
     probes) and those ``due_ids`` selects, each still claimable, in claim order."""
-    wanted = [runs.c.id.in_(bindparam("named", expanding=True))] if named else []
-    if due_ids is not None:
+    wanted: list[ColumnElement[bool]] = (
+        [runs.c.id.in_(bindparam("named", expanding=True))] if named else [])
+    if due_ids is not None and postgresql:
+        # `id = ANY(array of the due ids)`, not `id IN (subquery)`: the ids are read once
+        # and each run is then looked up by primary key, whatever the planner makes of the
+        # table's size (planned on a nearly empty table, the IN form became a nested loop
+        # over every run, and later a scan of every run to join the ids).
+        due = due_ids.subquery()
+        wanted.append(runs.c.id == any_(cast(select(func.array_agg(due.c.id))
+                                             .scalar_subquery(), ARRAY(String))))
+    elif due_ids is not None:
         wanted.append(runs.c.id.in_(due_ids))
     query = (
         select(runs.c.id, runs.c.name, runs.c.attempt, runs.c.state, runs.c.scheduled_time,
