@@ -48,7 +48,7 @@ from bench.harness import (
     write_json,
 )
 from bench.profiling import print_summary as print_profile
-from bench.profiling import py_spy, summarise
+from bench.profiling import py_spy, require_py_spy, summarise
 
 POOL = "bench"
 RUNS_URL = f"/api/deployments/{POOL}/d0/runs"
@@ -280,6 +280,7 @@ def main() -> None:
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a PUSHPOOL_* setting for the servers (repeatable)")
     args = parser.parse_args()
+    require_py_spy(parser, args.profile)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     if "postgresql" in backends and not postgres_available():
         print("PostgreSQL is not answering on 127.0.0.1:5432: skipping it", flush=True)

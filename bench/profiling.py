@@ -28,6 +28,13 @@ def py_spy_path() -> str | None:
     return str(VENV_PY_SPY) if VENV_PY_SPY.exists() else shutil.which("py-spy")
 
 
+def require_py_spy(parser: argparse.ArgumentParser, profile: bool) -> None:
+    """``--profile`` without py-spy is a usage error (exit 2), said before any work."""
+    if profile and py_spy_path() is None:
+        parser.error("--profile records the server with py-spy, which is not installed: "
+                     "pip install -e '.[bench]' (or pip install py-spy)")
+
+
 @contextmanager
 def py_spy(pid: int, out: Path, rate: int = 200) -> Iterator[Path]:
     """Record ``pid`` while the block runs (non-blocking sampling: the target never

@@ -44,7 +44,7 @@ from bench.harness import (
     write_json,
 )
 from bench.profiling import print_summary as print_profile
-from bench.profiling import py_spy, summarise
+from bench.profiling import py_spy, require_py_spy, summarise
 from bench.scale_data import Shape, counts, load
 
 CLAIM_TARGET_MS = 10.0
@@ -244,6 +244,7 @@ def main() -> None:
                         help="SQLite only: keep the store in this file, and reuse it if it "
                              "exists (for looking into a result; delete it yourself)")
     args = parser.parse_args()
+    require_py_spy(parser, args.profile)
     if args.db_file and args.backend != "sqlite":
         parser.error("--db-file: only with --backend sqlite")
     shape = Shape(deployments=args.deployments, runs=args.runs)

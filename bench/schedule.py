@@ -48,7 +48,7 @@ from bench.harness import (
     write_json,
 )
 from bench.profiling import print_summary as print_profile
-from bench.profiling import py_spy, summarise
+from bench.profiling import py_spy, require_py_spy, summarise
 
 POOL = "sched"
 CRON = "* * * * *"
@@ -273,6 +273,7 @@ def main() -> None:
                         help="the scheduler's horizon in seconds for --passes (default 3600: "
                              "60 runs per deployment in the first pass)")
     args = parser.parse_args()
+    require_py_spy(parser, args.profile)
     if args.passes:
         print(f"timing {args.passes} scheduler pass(es) over {args.deployments} deployments "
               f"on {args.backend} ...", flush=True)
