@@ -68,11 +68,18 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     # so more connections would not run more at once. No pre-ping (a round trip per
     # transaction): a connection that died with the server fails its transaction, which
     # invalidates the whole pool, and the callers' retries find fresh connections.
-    # No JIT: every query here is a short index read or write, and the planner, which
-    # counts the past runs' times when it estimates "due by now", judged the claim of a
-    # pool with a limit costly enough to compile: 33 ms of compiling for 4 ms of work.
-    return create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False,
-                               connect_args={"server_settings": {"jit": "off"}})
+    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # No JIT: every query here is a short index read or write, and the planner, which
+        # counts the past runs' times when it estimates "due by now", judged the claim of
+        # a pool with a limit costly enough to compile: 33 ms of compiling for 4 ms of
+        # work. A SET rather than a startup parameter, which poolers such as PgBouncer
+        # refuse.
+        dbapi_conn.run_async(lambda conn: conn.execute("SET jit = off"))
+
+    return engine
 
 
 def _run_migrations(sync_conn: Connection) -> None:
