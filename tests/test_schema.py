@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -16,6 +15,7 @@ from sqlalchemy.engine import Connection
 from dispatcher import store
 from dispatcher.store import Database
 from dispatcher.store.tables import metadata
+from tests.test_crash_safety import truncate_postgres
 
 
 def _differences(conn: Connection) -> list[Any]:
@@ -36,13 +36,16 @@ def _settings(conn: Connection) -> tuple[str, str]:
 
 
 async def test_postgresql_sessions_run_without_jit_and_claims_keep_their_plan_modes(
-        db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("PostgreSQL settings")
-    # A claim sets plan modes for its own statements (store/claims.py), transaction-local:
-    # the next transaction on any pooled connection sees PostgreSQL's default again.
-    for _ in range(3):
-        await store.claim_due_runs(db, "settings-test", limit=10, lease_seconds=60)
-    # Transactions one after another reuse the pooled connection the claims ran on.
-    assert await db.run(_settings, write=True) == ("off", "auto")
-    assert await db.run(_settings) == ("off", "auto")
+        postgres_url: str) -> None:
+    truncate_postgres(postgres_url)
+    db = await Database.connect(postgres_url, migrate=False)
+    try:
+        # A claim sets plan modes for its own statements (store/claims.py), local to its
+        # transaction: the next one on the same pooled connection sees the default again.
+        for _ in range(3):
+            await store.claim_due_runs(db, "settings-test", limit=10, lease_seconds=60)
+        # Transactions one after another reuse the pooled connection the claims ran on.
+        assert await db.run(_settings, write=True) == ("off", "auto")
+        assert await db.run(_settings) == ("off", "auto")
+    finally:
+        await db.close()
