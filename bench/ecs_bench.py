@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import percentiles, print_table, write_json
-from providers.base import InfraPhase, JobSpec, RetryableProviderError
+from providers.base import InfraPhase, InfraRef, JobSpec, RetryableProviderError
 from providers.ecs import EcsProvider, EcsSettings
 from tests.fakes.moto_ecs import REGION, MotoEcs
 
@@ -58,6 +58,7 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
     submit_latency: list[float] = []
     running_latency: list[float] = []
     infra: dict[str, str] = {}
+    refs: dict[str, InfraRef] = {}
     watch_errors: list[int] = []
     done = asyncio.Event()
     limit = asyncio.Semaphore(concurrency)
@@ -76,13 +77,14 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
                 raise RuntimeError(f"{run_id} never submitted")
             submit_latency.append((time.perf_counter() - t0) * 1000)
             infra[submission.infra_id] = run_id
+            refs[submission.infra_id] = submission
 
     async def watch() -> None:
         while not done.is_set() or len(started) < len(infra):
             waiting = [i for i, r in infra.items() if r not in started]
             if waiting:
                 try:
-                    statuses = await provider.status_many(waiting)
+                    statuses = await provider.status_many([refs[i] for i in waiting])
                 except RetryableProviderError:
                     # moto's threaded server sometimes fails a describe that races a
                     # RunTask (it iterates every stored task); the dispatcher would retry.

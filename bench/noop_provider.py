@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,12 +21,12 @@ from pydantic import ConfigDict, ValidationError
 from providers.base import (
     COMMON_VARIABLES,
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
     ProviderConfig,
     ProvisionPlan,
-    Submission,
 )
 
 
@@ -76,7 +76,7 @@ class NoopProvider:
         except ValidationError as exc:
             raise ValueError(f"job_configuration: {exc}") from None
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         self.submissions.append(RecordedSubmit(spec, time.monotonic()))
         if self._log is not None:
             self._log.write(f"{spec.run_id} {time.time():.6f}\n")
@@ -85,24 +85,21 @@ class NoopProvider:
         self._seen.add(spec.job_name)
         if self.submit_latency > 0:
             await asyncio.sleep(self.submit_latency)
-        return Submission(infra_id=f"noop-{spec.job_name}")
+        return InfraRef(infra_id=f"noop-{spec.job_name}")
 
-    async def status(self, infra_id: str) -> InfraStatus:
+    async def status(self, ref: InfraRef) -> InfraStatus:
         return InfraStatus(InfraPhase.SUCCEEDED, 0)
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
-        return {infra_id: InfraStatus(InfraPhase.SUCCEEDED, 0) for infra_id in infra_ids}
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        return {ref.infra_id: InfraStatus(InfraPhase.SUCCEEDED, 0) for ref in refs}
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
         return None
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
         return LogBatch([], cursor)
 
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        return None  # nothing to reach but this host
-
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         return None
 
     async def provision(self, pool_name: str, options: Mapping[str, Any],

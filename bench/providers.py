@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import percentiles, print_summary, print_table, summary_row, write_json
-from providers.base import InfraPhase, JobSpec, Provider, RetryableProviderError
+from providers.base import InfraPhase, InfraRef, JobSpec, Provider, RetryableProviderError
 
 WATCH_INTERVAL = 0.05
 
@@ -39,7 +39,7 @@ WATCH_INTERVAL = 0.05
 class Target:
     provider: Provider
     make_spec: Callable[[str], JobSpec]
-    clean_up: Callable[[list[str]], Awaitable[None]]  # the infra ids submitted
+    clean_up: Callable[[list[InfraRef]], Awaitable[None]]  # what submit returned
     runs: int  # defaults that keep this target's run around a minute at most
     concurrency: int
     emulator: str
@@ -60,16 +60,16 @@ async def process_target() -> AsyncIterator[Target]:
                        command=["sleep", "1"], env={}, pool_name="bench",
                        config={"working_dir": str(root), "stream_output": False})
 
-    async def clean_up(infra_ids: list[str]) -> None:
+    async def clean_up(refs: list[InfraRef]) -> None:
         deadline = time.monotonic() + 60
-        waiting = list(infra_ids)
+        waiting = list(refs)
         while waiting and time.monotonic() < deadline:
             statuses = await provider.status_many(waiting)
-            waiting = [i for i in waiting if not statuses[i].phase.is_final]
+            waiting = [r for r in waiting if not statuses[r.infra_id].phase.is_final]
             if waiting:
                 await asyncio.sleep(0.2)
-        for infra_id in infra_ids:
-            await provider.cleanup(infra_id)
+        for ref in refs:
+            await provider.cleanup(ref)
 
     try:
         yield Target(provider, make_spec, clean_up, runs=50, concurrency=16,
@@ -102,7 +102,7 @@ async def ecs_target() -> AsyncIterator[Target]:
                                            run_task_min_rate=1e9, max_workers=32,
                                            backoff_base=0.01, backoff_cap=0.2))
 
-        async def clean_up(infra_ids: list[str]) -> None:
+        async def clean_up(refs: list[InfraRef]) -> None:
             return None  # moto's state goes with its process
 
         yield Target(provider, lambda run_id: spec(server, run_id), clean_up, runs=300,
@@ -131,6 +131,7 @@ async def measure(target: Target, runs: int, concurrency: int) -> dict[str, Any]
     submit_ms: list[float] = []
     running_ms: list[float] = []
     infra: dict[str, str] = {}  # infra id -> run id
+    refs: dict[str, InfraRef] = {}  # infra id -> what submit returned
     seen: set[str] = set()
     retries = 0
     done = asyncio.Event()
@@ -151,13 +152,14 @@ async def measure(target: Target, runs: int, concurrency: int) -> dict[str, Any]
                 raise RuntimeError(f"{run_id} was never accepted")
             submit_ms.append((time.perf_counter() - t0) * 1000)
             infra[submission.infra_id] = run_id
+            refs[submission.infra_id] = submission
 
     async def watch() -> None:
         while not done.is_set() or len(seen) < len(infra):
             waiting = [i for i in infra if i not in seen]
             if waiting:
                 try:
-                    statuses = await provider.status_many(waiting)
+                    statuses = await provider.status_many([refs[i] for i in waiting])
                 except RetryableProviderError:
                     statuses = {}  # the dispatcher's watcher would poll again
                 now = time.perf_counter()
@@ -171,7 +173,7 @@ async def measure(target: Target, runs: int, concurrency: int) -> dict[str, Any]
     # made once per process, and that cost is its own figure.
     await submit(f"warm{uuid.uuid4().hex[:12]}")
     first_submit_ms = submit_ms.pop()
-    warm = list(infra)
+    warm = [refs[i] for i in infra]
     infra.clear()
     watcher = asyncio.create_task(watch())
     t0 = time.perf_counter()
@@ -182,7 +184,7 @@ async def measure(target: Target, runs: int, concurrency: int) -> dict[str, Any]
         await asyncio.wait_for(watcher, timeout=120)
     finally:
         watcher.cancel()
-    await target.clean_up(list(infra) + warm)
+    await target.clean_up([refs[i] for i in infra] + warm)
     return {"runs": runs, "concurrency": concurrency, "seconds": elapsed,
             "first_submit_ms": first_submit_ms,
             "submits_per_second": runs / elapsed, "retries": retries,

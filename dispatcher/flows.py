@@ -410,7 +410,7 @@ def _check_body(body: dict[str, Any]) -> None:
 
 
 def _apply(body: dict[str, Any]) -> tuple[Deployment, bool]:
-    from dispatcher.cli_client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
+    from dispatcher.client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
 
     try:
         with client_from_env() as client:
@@ -428,7 +428,7 @@ def _apply(body: dict[str, Any]) -> tuple[Deployment, bool]:
 
 def print_deploy_summary(deployment: Deployment, created: bool) -> None:
     """The confirmation ``pushpool deploy`` prints, for one deployment."""
-    from dispatcher.cli_output import print_deploy_summary
+    from dispatcher.terminal import print_deploy_summary
 
     verb = "created" if created else "updated"
     print_deploy_summary([[deployment.full_name, "applied",

@@ -1,7 +1,10 @@
 """The job-spec interface every provider adapter implements.
 
 The dispatcher turns a run into one provider-neutral ``JobSpec`` and hands it to an
-adapter; the adapter answers with a ``Submission`` and later with ``InfraStatus``.
+adapter; the adapter answers with an ``InfraRef`` (where the run's infrastructure is and
+how to reach it), which the dispatcher stores with the run and hands back to every later
+call: the contract is stateless, so a call in a fresh process (a cloud function, a
+restarted server, another replica) works with no earlier call in that process.
 Nothing here imports ``dispatcher``: adapters depend on this module and their own SDK only.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -74,9 +77,27 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
-class Submission:
+class InfraRef:
+    """What ``submit`` returns: the infrastructure's id and how to reach it.
+
+    ``connection`` holds the facts a later call needs (region, endpoint, account, cluster,
+    the credentials or a reference to them such as a profile or role, the submit's
+    wall-clock time), as JSON-safe values. The dispatcher treats it as a secret: it is
+    stored encrypted with the run and never shown by the API or written to a log.
+    """
+
     infra_id: str
+    connection: Mapping[str, Any] = field(default_factory=dict)
     console_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"infra_id": self.infra_id, "connection": dict(self.connection),
+                "console_url": self.console_url}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InfraRef:
+        return cls(str(data["infra_id"]), dict(data.get("connection") or {}),
+                   data.get("console_url"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,34 @@ class InfraStatus:
     phase: InfraPhase
     exit_code: int | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class InfraEvent:
+    """A state change a cloud pushed: which infrastructure, its status, and the run id
+    when the event names it (tags, labels, ``startedBy``), so no lookup is needed."""
+
+    infra_id: str
+    status: InfraStatus
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventDelivery:
+    """What an adapter made of one pushed delivery: its events, and the body to answer
+    with when the sender expects one (Event Grid's subscription validation handshake)."""
+
+    events: list[InfraEvent] = field(default_factory=list)
+    reply: dict[str, Any] | None = None
+    note: str | None = None  # why nothing was taken from it, shown to the sender
+
+
+class EventsNotEnabled(ProviderError):
+    """Pushed events are refused until the server is configured for them (HTTP 403)."""
+
+
+class EventAuthError(ProviderError):
+    """A delivery whose signature, token or secret does not check out (HTTP 401)."""
 
 
 @dataclass(frozen=True)
@@ -143,23 +192,23 @@ class Provider(Protocol):
     def validate_config(self, config: Mapping[str, Any]) -> None:
         """Check a rendered job configuration before any run exists (raise ValueError)."""
 
-    async def submit(self, spec: JobSpec) -> Submission: ...
+    async def submit(self, spec: JobSpec) -> InfraRef:
+        """Start the run's job; idempotent per (run, attempt): a retry finds what the
+        first try made instead of making a second one."""
 
-    async def status(self, infra_id: str) -> InfraStatus: ...
+    async def status(self, ref: InfraRef) -> InfraStatus: ...
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]: ...
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        """Statuses by infra id. An id left out could not be read this time (ask again
+        later); a transient failure never turns into a final phase."""
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None: ...
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None: ...
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch: ...
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
+        """Lines after ``cursor`` in order; a cursor never yields a line twice."""
 
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         """Release what a final run leaves behind (the dispatcher calls it once it ends)."""
-
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        """Note how to reach a run's infrastructure (endpoint, identity) from its rendered
-        configuration; the watcher calls it for each run it follows, so status, cancel and
-        logs work after a restart, when no submit has happened in this process."""
 
     async def provision(
         self, pool_name: str, options: Mapping[str, Any], apply: bool
@@ -175,6 +224,17 @@ class Provider(Protocol):
         """Remove what ``provision`` made (and only that)."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """An adapter whose cloud pushes state changes implements this too; the API serves
+    every such adapter at ``POST /api/events/{provider}``. The adapter checks the
+    delivery's authenticity itself (a shared secret, an OIDC token, a signature) and
+    raises ``EventsNotEnabled``, ``EventAuthError`` or ``ValueError`` (a malformed body)."""
+
+    def parse_events(self, headers: Mapping[str, str], body: bytes, *,
+                     shared_secret: str | None) -> EventDelivery: ...
 
 
 COMMON_VARIABLES: dict[str, Any] = {

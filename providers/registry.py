@@ -23,10 +23,6 @@ class ProviderEntry:
 KNOWN_PROVIDERS: dict[str, ProviderEntry] = {
     "process": ProviderEntry("providers.process", None, "Local child process (embedded default)"),
     "ecs:push": ProviderEntry("providers.ecs", "aws", "AWS ECS Fargate"),
-    "cloud-run:push": ProviderEntry("providers.cloud_run", "gcp", "Google Cloud Run jobs"),
-    "azure-container-instance:push": ProviderEntry("providers.aci", "azure",
-                                                   "Azure Container Instances"),
-    "modal:push": ProviderEntry("providers.modal", "modal", "Modal"),
 }
 
 _registered: dict[str, ProviderEntry] = {}

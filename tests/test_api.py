@@ -168,7 +168,7 @@ async def test_pool_types_and_base_job_template(client: Client) -> None:
     types = await call(client, "GET", "/api/pool-types", 200)
     process = next(t for t in types if t["type"] == "process")
     assert process["extra"] is None and process["description"]
-    assert {"ecs:push", "cloud-run:push"} <= {t["type"] for t in types}
+    assert {"ecs:push"} <= {t["type"] for t in types}
     template = await call(client, "GET", "/api/pool-types/process/base-job-template", 200)
     assert set(template) == {"job_configuration", "variables"}
     assert "command" in template["variables"]["properties"]

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.models import (
     DeploymentApply,
     RunCreate,
@@ -24,7 +24,7 @@ CMD = ["true"]
 
 
 async def _setup(db: Database, *, pool_limit: int | None = None) -> None:
-    await store.create_pool(db, WorkPoolCreate(name="p", type="process",
+    await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="process",
                                                concurrency_limit=pool_limit))
     await store.create_queue(db, "p", WorkQueueCreate(name="low", priority=5))
     await store.create_queue(db, "p", WorkQueueCreate(name="high", priority=1))
@@ -32,7 +32,7 @@ async def _setup(db: Database, *, pool_limit: int | None = None) -> None:
 
 async def _deploy(db: Database, name: str, queue: str = "default",
                   limit: int | None = None) -> None:
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name=name, flow_name="f", pool_name="p", queue_name=queue, command=CMD,
         concurrency_limit=limit))
 

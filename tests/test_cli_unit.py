@@ -25,18 +25,19 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from typer.testing import CliRunner
 
-from dispatcher import cli_runs, models
+from dispatcher import models
 from dispatcher.cli import app
-from dispatcher.cli_args import (
+from dispatcher.cli import runs as cli_runs
+from dispatcher.cli.args import (
     json_or_string,
     parse_duration,
     parse_job_variables,
     parse_params,
     scheduled_time,
 )
-from dispatcher.cli_client import DEFAULT_API_URL
-from dispatcher.cli_deploy import parse_deployments
-from dispatcher.cli_output import DEPLOY_SUCCESS, CliError
+from dispatcher.cli.deploy import parse_deployments
+from dispatcher.cli.output import DEPLOY_SUCCESS, CliError
+from dispatcher.client import DEFAULT_API_URL
 
 PROJECT = Path(__file__).resolve().parents[1]
 NOW = "2026-01-01T09:00:00Z"

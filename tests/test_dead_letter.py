@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner, Result
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api import create_app
 from dispatcher.cli import app as cli_app
 from dispatcher.engine.engine import Engine
@@ -53,7 +53,7 @@ pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 @pytest.fixture
 async def pool(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="flaky", type="faulty"))
+    await operations.pools.create_pool(db, WorkPoolCreate(name="flaky", type="faulty"))
     return db
 
 
@@ -157,7 +157,7 @@ async def ended(db: Database, run_id: str) -> bool:
 
 async def test_out_of_attempts_or_refused_is_a_dead_letter(pool: Database,
                                                            tmp_path: Path) -> None:
-    await store.apply_deployment(pool, DeploymentApply(
+    await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"]))
     flaky, _ = await store.create_run(pool, "f/d", RunCreate())
     refused, _ = await store.create_run(pool, "f/d", RunCreate())
@@ -215,7 +215,7 @@ async def test_deadline_and_policies_are_validated_with_the_field_named(
 
 async def test_parked_runs_past_their_deadline_fail_while_the_breaker_holds_the_pool(
         pool: Database) -> None:
-    await store.apply_deployment(pool, DeploymentApply(
+    await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"],
         submit_deadline_seconds=60))
     old, _ = await store.create_run(pool, "f/d", RunCreate())
@@ -239,7 +239,7 @@ async def test_parked_runs_past_their_deadline_fail_while_the_breaker_holds_the_
 
 
 async def test_parked_runs_keep_their_attempt_and_are_taken_up_at_once(pool: Database) -> None:
-    await store.apply_deployment(pool, DeploymentApply(
+    await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"]))
     run, _ = await store.create_run(pool, "f/d", RunCreate())
     (first,) = await store.claim_due_runs(pool, "a", limit=5, lease_seconds=30)

@@ -10,7 +10,7 @@ import pytest
 
 from providers.base import COMMON_VARIABLES
 from providers.ecs import PROVIDER, EcsSettings, client_token, started_by_for
-from providers.ecs_config import FARGATE_SIZES, fargate_size, parse_config, validate_config
+from providers.ecs.config import FARGATE_SIZES, fargate_size, parse_config, validate_config
 
 PLACEHOLDER = re.compile(r"^\{\{\s*([\w.]+)\s*\}\}$")
 ROLE = "arn:aws:iam::123456789012:role/exec"

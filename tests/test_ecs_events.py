@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from providers.base import InfraPhase
-from providers.ecs_events import make_infra_id, parse_infra_id, parse_task_state_change
+from providers.ecs.events import make_infra_id, parse_infra_id, parse_task_state_change
 from tests.fakes.ecs_testing import Aws
 
 pytest_plugins = ["tests.ecs_fixtures"]

@@ -9,7 +9,7 @@ import pytest
 
 from providers.base import PermanentProviderError
 from providers.ecs import EcsProvider
-from providers.ecs_events import parse_infra_id
+from providers.ecs.events import parse_infra_id
 from tests.fakes.ecs_testing import Aws, fast_settings
 
 pytest_plugins = ["tests.ecs_fixtures"]
@@ -32,7 +32,7 @@ async def test_logs_are_read_in_pages_with_the_cursor(ecs_aws: Aws) -> None:
         logs.create_log_group(logGroupName="/pushpool/ecs")
         stream = f"pushpool/pushpool/{task}"
 
-        empty = await provider.logs(submission.infra_id, None)  # no stream yet
+        empty = await provider.logs(submission, None)  # no stream yet
         assert empty.lines == [] and empty.cursor is not None
 
         logs.create_log_stream(logGroupName="/pushpool/ecs", logStreamName=stream)
@@ -41,7 +41,7 @@ async def test_logs_are_read_in_pages_with_the_cursor(ecs_aws: Aws) -> None:
         cursor: str | None = empty.cursor
         sizes = []
         for _ in range(4):
-            batch = await provider.logs(submission.infra_id, cursor)
+            batch = await provider.logs(submission, cursor)
             sizes.append(len(batch.lines))
             seen += [line.message for line in batch.lines]
             assert all(line.timestamp.tzinfo is UTC for line in batch.lines)
@@ -50,7 +50,7 @@ async def test_logs_are_read_in_pages_with_the_cursor(ecs_aws: Aws) -> None:
         assert seen == [f"line {i}" for i in range(25)]
 
         put_lines(ecs_aws, "/pushpool/ecs", stream, 3, start=25)
-        more = await provider.logs(submission.infra_id, cursor)
+        more = await provider.logs(submission, cursor)
         assert [line.message for line in more.lines] == ["line 25", "line 26", "line 27"]
         # RunTask's answer named the definition; the cursor carries the stream since.
         assert ecs_aws.server.calls("DescribeTasks") == 0
@@ -62,25 +62,25 @@ async def test_logs_are_read_in_pages_with_the_cursor(ecs_aws: Aws) -> None:
 async def test_no_awslogs_means_no_logs(ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
     config = ecs_aws.config(cloudwatch_logs={"enabled": False})
     submission = await ecs_provider.submit(ecs_aws.spec(config=config))
-    batch = await ecs_provider.logs(submission.infra_id, None)
+    batch = await ecs_provider.logs(submission, None)
     assert batch.lines == [] and batch.cursor is None
 
 
 async def test_bad_cursor_is_a_clear_error(ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
     submission = await ecs_provider.submit(ecs_aws.spec())
     with pytest.raises(PermanentProviderError, match="not an ECS log cursor"):
-        await ecs_provider.logs(submission.infra_id, "garbage")
+        await ecs_provider.logs(submission, "garbage")
 
 
 async def test_log_reads_stay_within_their_budget(ecs_aws: Aws) -> None:
     provider = EcsProvider(fast_settings(log_read_rate=0.001, log_read_burst=2))
     try:
         submission = await provider.submit(ecs_aws.spec())
-        first = await provider.logs(submission.infra_id, None)
+        first = await provider.logs(submission, None)
         ecs_aws.server.add_fault("GetLogEvents", "throttle")
-        throttled = await provider.logs(submission.infra_id, first.cursor)
+        throttled = await provider.logs(submission, first.cursor)
         assert throttled.lines == [] and throttled.cursor == first.cursor
-        skipped = await provider.logs(submission.infra_id, first.cursor)  # budget spent
+        skipped = await provider.logs(submission, first.cursor)  # budget spent
         assert skipped.lines == [] and skipped.cursor == first.cursor
         assert ecs_aws.server.calls("GetLogEvents") == 2
     finally:

@@ -13,8 +13,8 @@ import pytest
 
 from providers.base import InfraPhase, ProvisionStep
 from providers.ecs import EcsProvider
-from providers.ecs_config import validate_config
-from providers.ecs_provision import ProvisionError
+from providers.ecs.config import validate_config
+from providers.ecs.provision import ProvisionError
 from tests.fakes.ecs_testing import Aws
 
 pytest_plugins = ["tests.ecs_fixtures"]
@@ -84,7 +84,7 @@ async def test_plan_then_apply_then_rerun_makes_nothing(ecs_aws: Aws,
     validate_config(config)
     submission = await ecs_provider.submit(ecs_aws.spec(config=config))
     assert "::pushpool-prov-one::" in submission.infra_id
-    assert (await ecs_provider.status(submission.infra_id)).phase is InfraPhase.RUNNING
+    assert (await ecs_provider.status(submission)).phase is InfraPhase.RUNNING
 
     rerun = await ecs_provider.provision(pool, options(ecs_aws), apply=True)
     assert rerun.changes == 0 and {s.action for s in rerun.steps} == {"exists"}

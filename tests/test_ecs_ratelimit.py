@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.ecs_ratelimit import AdaptiveTokenBucket
+from providers.ratelimit import AdaptiveTokenBucket
 
 
 class Clock:

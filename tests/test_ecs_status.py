@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from providers.base import InfraPhase, RetryableProviderError
+from providers.base import InfraPhase, InfraRef, RetryableProviderError
 from providers.ecs import EcsProvider
-from providers.ecs_events import make_infra_id, parse_infra_id
+from providers.ecs.events import make_infra_id, parse_infra_id
 from tests.fakes.ecs_testing import CLUSTER, Aws, fast_settings
 
 pytest_plugins = ["tests.ecs_fixtures"]
@@ -20,9 +21,9 @@ INIT_ERROR = ("ResourceInitializationError: unable to pull secrets or registry a
 
 
 async def submit_task(aws: Aws, provider: EcsProvider, run_id: str | None = None,
-                      **config: Any) -> tuple[str, str]:
+                      **config: Any) -> tuple[InfraRef, str]:
     submission = await provider.submit(aws.spec(run_id, config=aws.config(**config)))
-    return submission.infra_id, parse_infra_id(submission.infra_id)[2]
+    return submission, parse_infra_id(submission.infra_id)[2]
 
 
 @pytest.mark.parametrize(("outcome", "phase", "exit_code", "reason_has"), [
@@ -88,14 +89,14 @@ async def test_status_many_batches_describe_calls_per_cluster(ecs_aws: Aws) -> N
     try:
         ids = [(await submit_task(ecs_aws, provider))[0] for _ in range(103)]
         ids += [(await submit_task(ecs_aws, provider, cluster="second"))[0] for _ in range(2)]
-        ids.append("not-an-infra-id")
+        ids.append(InfraRef("not-an-infra-id"))
         before = ecs_aws.server.calls("DescribeTasks")
         statuses = await provider.status_many(ids)
     finally:
         await provider.close()
     assert ecs_aws.server.calls("DescribeTasks") - before == 3  # 100 + 3, and 2
-    assert set(statuses) == set(ids)
-    assert all(statuses[i].phase is InfraPhase.RUNNING for i in ids[:-1])
+    assert set(statuses) == {i.infra_id for i in ids}
+    assert all(statuses[i.infra_id].phase is InfraPhase.RUNNING for i in ids[:-1])
     assert statuses["not-an-infra-id"].phase is InfraPhase.CRASHED
 
 
@@ -115,22 +116,24 @@ async def test_transient_errors_leave_ids_out_and_raise_when_nothing_answered(
 async def test_deleted_cluster_means_crashed(ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
     infra_id = make_infra_id("us-east-1", "gone-cluster",
                              "arn:aws:ecs:us-east-1:123456789012:task/gone-cluster/abc")
-    status = await ecs_provider.status(infra_id)
+    status = await ecs_provider.status(InfraRef(infra_id))
     assert status.phase is InfraPhase.CRASHED and "ClusterNotFoundException" in (
         status.reason or "")
 
 
-async def test_status_after_restart_uses_remembered_connection(ecs_aws: Aws,
-                                                               ecs_provider: EcsProvider,
-                                                               monkeypatch: Any) -> None:
-    infra_id, _ = await submit_task(ecs_aws, ecs_provider)
+async def test_status_after_restart_reaches_the_task_through_the_stored_reference(
+        ecs_aws: Aws, ecs_provider: EcsProvider, monkeypatch: Any) -> None:
+    submission, _ = await submit_task(ecs_aws, ecs_provider)
+    stored = InfraRef.from_json(json.loads(json.dumps(submission.to_json())))  # as the store
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    restarted = EcsProvider(fast_settings())
+    restarted = EcsProvider(fast_settings())  # a fresh process: no earlier call
     try:
         with pytest.raises(RetryableProviderError, match="could not reach AWS"):
-            await restarted.status(infra_id)  # the default chain: nowhere
-        restarted.remember_connection(ecs_aws.config())
-        assert (await restarted.status(infra_id)).phase is InfraPhase.RUNNING
+            await restarted.status(InfraRef(stored.infra_id))  # no connection: nowhere
+        assert (await restarted.status(stored)).phase is InfraPhase.RUNNING
+        await restarted.cancel(stored)
+        assert (await restarted.status(stored)).phase is InfraPhase.CANCELLED
+        assert (await restarted.logs(stored, None)).lines == []
     finally:
         await restarted.close()
 
@@ -152,8 +155,8 @@ async def test_cancel_of_a_gone_task_is_no_error(ecs_aws: Aws,
     infra_id, task_arn = await submit_task(ecs_aws, ecs_provider)
     ecs_aws.server.forget_task(task_arn)
     await ecs_provider.cancel(infra_id)
-    await ecs_provider.cancel(make_infra_id(
-        "us-east-1", "gone-cluster", "arn:aws:ecs:us-east-1:123456789012:task/gone-cluster/x"))
+    await ecs_provider.cancel(InfraRef(make_infra_id(
+        "us-east-1", "gone-cluster", "arn:aws:ecs:us-east-1:123456789012:task/gone-cluster/x")))
     assert ecs_aws.server.calls("StopTask") == 2
 
 

@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from providers.base import JobSpec, PermanentProviderError, RetryableProviderError, Submission
+from providers.base import InfraRef, JobSpec, PermanentProviderError, RetryableProviderError
 from providers.ecs import EcsProvider, client_token
-from providers.ecs_events import parse_infra_id
+from providers.ecs.events import parse_infra_id
 from tests.fakes.ecs_testing import CLUSTER, EXECUTION_ROLE, Aws, fast_settings
 
 pytest_plugins = ["tests.ecs_fixtures"]
 
 
 async def submit_like_the_dispatcher(provider: EcsProvider, spec: JobSpec,
-                                     attempts: int = 20) -> Submission:
+                                     attempts: int = 20) -> InfraRef:
     """Retry RetryableProviderError as the dispatcher does (within the run's lease)."""
     for attempt in range(1, attempts + 1):
         try:

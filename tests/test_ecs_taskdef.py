@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from providers.base import PermanentProviderError
-from providers.ecs_config import parse_config
-from providers.ecs_taskdef import (
+from providers.ecs.config import parse_config
+from providers.ecs.taskdef import (
     CONTENT_HASH_TAG,
     build_task_definition,
     clean_tags,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.engine.engine import Engine
 from dispatcher.models import (
     DeploymentApply,
@@ -45,8 +45,8 @@ def _fresh_provider() -> None:
 
 @pytest.fixture
 async def pool(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="rec", type="recording"))
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.pools.create_pool(db, WorkPoolCreate(name="rec", type="recording"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name="d", flow_name="f", pool_name="rec", command=["job"]))
     return db
 
@@ -214,7 +214,7 @@ async def test_paused_pool_keeps_runs_scheduled_until_resumed(engine: Engine,
 
 
 async def test_scheduler_materialises_ahead_without_duplicates(pool: Database) -> None:
-    await store.apply_deployment(pool, DeploymentApply(
+    await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="every-minute", flow_name="f", pool_name="rec", command=["job"],
         schedules=[ScheduleSpec(interval=60)]))
     eng = Engine(pool, fast_settings(scheduler_horizon_seconds=600, scheduler_max_runs=5))
@@ -226,7 +226,7 @@ async def test_scheduler_materialises_ahead_without_duplicates(pool: Database) -
     assert len(set(slots)) == 5
     assert all((b - a) == timedelta(seconds=60) for a, b in itertools.pairwise(slots))
     # An edit replaces the future runs; a restart (new engine) adds none twice.
-    await store.apply_deployment(pool, DeploymentApply(
+    await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="every-minute", flow_name="f", pool_name="rec", command=["job"],
         schedules=[ScheduleSpec(interval=120)]))
     assert await Engine(pool, fast_settings(scheduler_horizon_seconds=600,

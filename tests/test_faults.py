@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.engine.backoff import backoff_delay
 from dispatcher.engine.breaker import BreakerPolicy, CircuitBreakers
 from dispatcher.engine.engine import Engine
@@ -54,8 +54,8 @@ pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 @pytest.fixture
 async def pool(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="flaky", type="faulty"))
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.pools.create_pool(db, WorkPoolCreate(name="flaky", type="faulty"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"]))
     return db
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.models import DeploymentApply, RunCreate, RunState, WorkPoolCreate
 from dispatcher.store import Database
 from dispatcher.store.common import utcnow
@@ -14,7 +14,7 @@ from dispatcher.store.tables import runs
 
 
 async def _deploy(db: Database, pool: str, name: str) -> None:
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name=name, flow_name="f", pool_name=pool, command=["true"]))
 
 
@@ -25,7 +25,7 @@ async def _run(db: Database, name: str) -> str:
 
 async def test_newest_first_and_filters(db: Database) -> None:
     for pool in ("p1", "p2"):
-        await store.create_pool(db, WorkPoolCreate(name=pool, type="process"))
+        await operations.pools.create_pool(db, WorkPoolCreate(name=pool, type="process"))
     await _deploy(db, "p1", "a")
     await _deploy(db, "p2", "b")
     ids = [await _run(db, name) for name in ("a", "b", "a", "b")]

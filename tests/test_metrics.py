@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api import create_app
 from dispatcher.engine.engine import Engine
 from dispatcher.engine.scheduler import run_rows
@@ -39,9 +39,9 @@ pytestmark = pytest.mark.usefixtures("fresh_faulty_provider")
 
 @pytest.fixture
 async def pools(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="p", type="faulty"))
-    await store.create_pool(db, WorkPoolCreate(name="q", type="faulty"))
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="faulty"))
+    await operations.pools.create_pool(db, WorkPoolCreate(name="q", type="faulty"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name="d", flow_name="f", pool_name="p", command=["job"]))
     return db
 
@@ -149,7 +149,7 @@ async def test_dispatch_latency_and_skipped_runs(pools: Database) -> None:
     latency = dict(name="pushpool_dispatch_latency_seconds_count", pool_type="faulty")
     skipped = dict(name="pushpool_runs_skipped_total", reason="skipped: catchup=none")
     before_latency, before_skipped = value(**latency), value(**skipped)
-    await store.apply_deployment(pools, DeploymentApply(
+    await operations.deployments.apply_deployment(pools, DeploymentApply(
         name="nightly", flow_name="f", pool_name="p", command=["job"], catchup="none",
         schedules=[ScheduleSpec(interval=3600)]))
     (target,) = await active_schedules(pools)

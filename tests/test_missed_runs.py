@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dispatcher import store
-from dispatcher.cli_deploy import parse_deployments
-from dispatcher.cli_output import CliError
+from dispatcher import operations, store
+from dispatcher.cli.deploy import parse_deployments
+from dispatcher.cli.output import CliError
 from dispatcher.engine.engine import Engine
 from dispatcher.engine.scheduler import run_rows
 from dispatcher.models import (
@@ -35,14 +35,14 @@ registry.register_provider("recording", "tests.fakes.recording_provider")
 
 async def _deploy(db: Database, *, catchup: str = "all", overlap: str = "allow",
                   limit: int | None = None, pool: str = "p") -> None:
-    await store.apply_deployment(db, DeploymentApply.model_validate(dict(
+    await operations.deployments.apply_deployment(db, DeploymentApply.model_validate(dict(
         name="d", flow_name="f", pool_name=pool, command=["true"], catchup=catchup,
         overlap=overlap, concurrency_limit=limit, schedules=[ScheduleSpec(interval=3600)])))
 
 
 @pytest.fixture
 async def db_pool(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="p", type="process",
+    await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="process",
                                                late_after_seconds=15))
     return db
 
@@ -168,7 +168,7 @@ async def test_overlap_allow_runs_them_side_by_side(db_pool: Database) -> None:
 
 async def test_policies_leave_other_deployments_alone(db_pool: Database) -> None:
     await _deploy(db_pool, catchup="none", overlap="skip")
-    await store.apply_deployment(db_pool, DeploymentApply(
+    await operations.deployments.apply_deployment(db_pool, DeploymentApply(
         name="other", flow_name="f", pool_name="p", command=["true"],
         schedules=[ScheduleSpec(interval=3600)]))
     other, _ = await store.create_run(db_pool, "f/other", RunCreate(
@@ -185,7 +185,7 @@ async def test_policies_leave_other_deployments_alone(db_pool: Database) -> None
 
 async def test_cancel_previous_through_the_engine(db: Database) -> None:
     STATE.reset()
-    await store.create_pool(db, WorkPoolCreate(name="rec", type="recording"))
+    await operations.pools.create_pool(db, WorkPoolCreate(name="rec", type="recording"))
     await _deploy(db, overlap="cancel-previous", pool="rec")
     engine = Engine(db, Settings(lease_seconds=30, watch_interval_seconds=0.05,
                                  scheduler_interval_seconds=3600, cancel_grace_seconds=0.5))

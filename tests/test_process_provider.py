@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from providers import process_supervisor as sup
 from providers.base import (
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogLine,
@@ -24,6 +24,7 @@ from providers.base import (
     Provider,
 )
 from providers.process import PROVIDER, ProcessProvider, job_env, runs_root
+from providers.process import supervisor as sup
 
 DEADLINE = 10.0
 
@@ -63,7 +64,7 @@ def supervisors_for(run_dir: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if run_dir.encode() in argv and any(a.endswith(b"process_supervisor.py") for a in argv):
+        if run_dir.encode() in argv and any(a.endswith(b"process/supervisor.py") for a in argv):
             if pid_alive(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
@@ -85,21 +86,21 @@ class Runs:
         p = provider or self.provider
 
         async def check() -> InfraStatus | None:
-            status = await p.status(infra_id)
+            status = await p.status(InfraRef(infra_id))
             return status if status.phase.is_final else None
         result: InfraStatus = await wait_for(check, f"{infra_id} to finish")
         return result
 
     async def running(self, infra_id: str) -> None:
         async def check() -> bool:
-            return (await self.provider.status(infra_id)).phase == InfraPhase.RUNNING
+            return (await self.provider.status(InfraRef(infra_id))).phase == InfraPhase.RUNNING
         await wait_for(check, f"{infra_id} to run")
 
     async def all_logs(self, infra_id: str) -> list[LogLine]:
         lines: list[LogLine] = []
         cursor = None
         while True:
-            batch = await self.provider.logs(infra_id, cursor)
+            batch = await self.provider.logs(InfraRef(infra_id), cursor)
             lines += batch.lines
             if not batch.lines:
                 return lines
@@ -125,8 +126,8 @@ async def runs(home: Path) -> AsyncIterator[Runs]:
     yield tracked
     for infra_id in tracked.ids:  # never leave a test's job running
         if Path(infra_id).exists():
-            await provider.cancel(infra_id, grace_seconds=0)
-            await provider.cleanup(infra_id)
+            await provider.cancel(InfraRef(infra_id), grace_seconds=0)
+            await provider.cleanup(InfraRef(infra_id))
     await provider.close()
 
 
@@ -178,7 +179,7 @@ async def test_command_from_config_when_spec_has_none(runs: Runs) -> None:
 
 
 async def test_unknown_infra_id_is_missing(runs: Runs, tmp_path: Path) -> None:
-    status = await runs.provider.status(str(tmp_path / "never-ran"))
+    status = await runs.provider.status(InfraRef(str(tmp_path / "never-ran")))
     assert status.phase == InfraPhase.MISSING
 
 
@@ -188,7 +189,7 @@ async def test_status_many_answers_each_run(runs: Runs, tmp_path: Path) -> None:
     await runs.final(ok)
     await runs.final(bad)
     gone = str(tmp_path / "gone")
-    result = await runs.provider.status_many([ok, bad, gone])
+    result = await runs.provider.status_many([InfraRef(i) for i in (ok, bad, gone)])
     assert {k: v.phase for k, v in result.items()} == {
         ok: InfraPhase.SUCCEEDED, bad: InfraPhase.FAILED, gone: InfraPhase.MISSING}
 
@@ -200,9 +201,9 @@ async def test_cancel_stops_a_sleeping_job_with_sigterm(runs: Runs) -> None:
     infra_id = await runs.submit(spec("cancel-term", "sleep", "30"))
     await runs.running(infra_id)
     started = time.monotonic()
-    await runs.provider.cancel(infra_id, grace_seconds=20)
+    await runs.provider.cancel(InfraRef(infra_id), grace_seconds=20)
     assert time.monotonic() - started < 10, "SIGTERM alone should have ended sleep"
-    status = await runs.provider.status(infra_id)
+    status = await runs.provider.status(InfraRef(infra_id))
     assert status.phase == InfraPhase.CANCELLED
 
 
@@ -223,20 +224,20 @@ async def test_cancel_escalates_to_sigkill_without_stalling_the_loop(runs: Runs)
     task = asyncio.create_task(ticker())
     grace = 0.5
     started = time.monotonic()
-    await runs.provider.cancel(infra_id, grace_seconds=grace)
+    await runs.provider.cancel(InfraRef(infra_id), grace_seconds=grace)
     elapsed = time.monotonic() - started
     task.cancel()
     assert elapsed >= grace * 0.9, "the job ignored SIGTERM, so only SIGKILL could end it"
     assert ticks >= 10, "other coroutines must keep running during the grace period"
-    assert (await runs.provider.status(infra_id)).phase == InfraPhase.CANCELLED
+    assert (await runs.provider.status(InfraRef(infra_id))).phase == InfraPhase.CANCELLED
     assert not pid_alive(job_pid)
 
 
 async def test_cancel_of_a_finished_run_changes_nothing(runs: Runs) -> None:
     infra_id = await runs.submit(spec("done-then-cancel", "true"))
     await runs.final(infra_id)
-    await runs.provider.cancel(infra_id, grace_seconds=0)
-    assert (await runs.provider.status(infra_id)).phase == InfraPhase.SUCCEEDED
+    await runs.provider.cancel(InfraRef(infra_id), grace_seconds=0)
+    assert (await runs.provider.status(InfraRef(infra_id))).phase == InfraPhase.SUCCEEDED
 
 
 # ----------------------------------------------------------------------------- logs
@@ -246,14 +247,14 @@ async def test_logs_capture_both_streams_in_order_and_resume(runs: Runs) -> None
     script = "for i in 1 2 3; do echo out$i; echo err$i >&2; done; printf tail"
     infra_id = await runs.submit(spec("logs", "sh", "-c", script))
     await runs.final(infra_id)
-    batch = await runs.provider.logs(infra_id, None)
+    batch = await runs.provider.logs(InfraRef(infra_id), None)
     by_stream: dict[str, list[str]] = {}
     for line in batch.lines:
         by_stream.setdefault(line.stream, []).append(line.message)
         assert line.timestamp.tzinfo is not None
     assert by_stream == {"stdout": ["out1", "out2", "out3", "tail"],
                          "stderr": ["err1", "err2", "err3"]}
-    again = await runs.provider.logs(infra_id, batch.cursor)
+    again = await runs.provider.logs(InfraRef(infra_id), batch.cursor)
     assert again.lines == [] and again.cursor == batch.cursor
 
 
@@ -262,7 +263,7 @@ async def test_logs_are_batched_and_the_cursor_resumes(runs: Runs) -> None:
     await runs.final(infra_id)
     sizes, messages, cursor = [], [], None
     while True:
-        batch = await runs.provider.logs(infra_id, cursor)
+        batch = await runs.provider.logs(InfraRef(infra_id), cursor)
         if not batch.lines:
             break
         sizes.append(len(batch.lines))
@@ -275,18 +276,18 @@ async def test_logs_are_batched_and_the_cursor_resumes(runs: Runs) -> None:
 async def test_logs_return_only_whole_lines(runs: Runs) -> None:
     infra_id = await runs.submit(spec("partial", "echo", "first"))
     await runs.final(infra_id)
-    batch = await runs.provider.logs(infra_id, None)
+    batch = await runs.provider.logs(InfraRef(infra_id), None)
     assert [line.message for line in batch.lines] == ["first"]
     # A writer caught half way through a line: the half must not be returned.
     line = json.dumps({"t": time.time(), "s": "stdout", "m": "second"}) + "\n"
     log_file = Path(infra_id) / sup.LOG_FILE
     with log_file.open("a") as f:
         f.write(line[:10])
-    half = await runs.provider.logs(infra_id, batch.cursor)
+    half = await runs.provider.logs(InfraRef(infra_id), batch.cursor)
     assert half.lines == [] and half.cursor == batch.cursor
     with log_file.open("a") as f:
         f.write(line[10:])
-    whole = await runs.provider.logs(infra_id, half.cursor)
+    whole = await runs.provider.logs(InfraRef(infra_id), half.cursor)
     assert [entry.message for entry in whole.lines] == ["second"]
 
 
@@ -294,7 +295,7 @@ async def test_stream_output_off_keeps_no_logs(runs: Runs) -> None:
     infra_id = await runs.submit(
         spec("quiet", "echo", "hidden", config={"stream_output": False}))
     assert (await runs.final(infra_id)).phase == InfraPhase.SUCCEEDED
-    assert (await runs.provider.logs(infra_id, None)).lines == []
+    assert (await runs.provider.logs(InfraRef(infra_id), None)).lines == []
 
 
 # ----------------------------------------------------------------------------- env and dirs
@@ -378,9 +379,10 @@ async def test_a_new_provider_instance_reads_and_cancels_an_old_run(runs: Runs) 
     infra_id = await runs.submit(spec("reattach", "sh", "-c", "echo hello; sleep 30"))
     await runs.log_contains(infra_id, "hello")
     fresh = ProcessProvider()
-    assert (await fresh.status(infra_id)).phase == InfraPhase.RUNNING
-    assert [line.message for line in (await fresh.logs(infra_id, None)).lines] == ["hello"]
-    await fresh.cancel(infra_id, grace_seconds=5)
+    assert (await fresh.status(InfraRef(infra_id))).phase == InfraPhase.RUNNING
+    logged = (await fresh.logs(InfraRef(infra_id), None)).lines
+    assert [line.message for line in logged] == ["hello"]
+    await fresh.cancel(InfraRef(infra_id), grace_seconds=5)
     assert (await runs.final(infra_id, fresh)).phase == InfraPhase.CANCELLED
 
 
@@ -423,7 +425,7 @@ async def test_job_survives_ctrl_c_of_the_dispatcher(runs: Runs, tmp_path: Path)
         if dispatcher.returncode is None:
             dispatcher.kill()
             await dispatcher.wait()
-    assert (await runs.provider.status(infra_id)).phase == InfraPhase.RUNNING
+    assert (await runs.provider.status(InfraRef(infra_id))).phase == InfraPhase.RUNNING
     go.touch()
     assert (await runs.final(infra_id)).phase == InfraPhase.SUCCEEDED
     assert [line.message for line in await runs.all_logs(infra_id)] == ["done"]
@@ -438,7 +440,7 @@ async def test_killed_supervisor_means_crashed_and_cleanup_ends_the_job(runs: Ru
     status = await runs.final(infra_id)
     assert status.phase == InfraPhase.CRASHED
     assert status.reason is not None and "supervisor" in status.reason
-    await runs.provider.cleanup(infra_id)
+    await runs.provider.cleanup(InfraRef(infra_id))
     assert not Path(infra_id).exists()
 
     async def job_gone() -> bool:
@@ -455,9 +457,10 @@ async def test_reused_supervisor_pid_is_not_running(runs: Runs) -> None:
     assert start is not None
     me = {"pid": os.getpid(), "start": start}
     sup.write_json_atomic(str(run_dir / sup.SUPERVISOR_FILE), me)
-    assert (await runs.provider.status(infra_id)).phase == InfraPhase.RUNNING  # pid is alive
+    alive = await runs.provider.status(InfraRef(infra_id))
+    assert alive.phase == InfraPhase.RUNNING  # pid is alive
     sup.write_json_atomic(str(run_dir / sup.SUPERVISOR_FILE), {**me, "start": start - 1})
-    status = await runs.provider.status(infra_id)
+    status = await runs.provider.status(InfraRef(infra_id))
     assert status.phase == InfraPhase.CRASHED and "reused" in (status.reason or "")
 
 
@@ -467,16 +470,16 @@ async def test_close_leaves_running_jobs_alone(runs: Runs) -> None:
     await runs.provider.close()
     job_pid = runs.provider.process_ids(infra_id).job_pid
     assert job_pid is not None and pid_alive(job_pid)
-    assert (await ProcessProvider().status(infra_id)).phase == InfraPhase.RUNNING
+    assert (await ProcessProvider().status(InfraRef(infra_id))).phase == InfraPhase.RUNNING
 
 
 async def test_cleanup_keeps_a_running_run_and_removes_a_final_one(runs: Runs) -> None:
     infra_id = await runs.submit(spec("cleanme", "sleep", "30"))
     await runs.running(infra_id)
-    await runs.provider.cleanup(infra_id)
+    await runs.provider.cleanup(InfraRef(infra_id))
     assert Path(infra_id).exists()
-    await runs.provider.cancel(infra_id, grace_seconds=5)
-    await runs.provider.cleanup(infra_id)
+    await runs.provider.cancel(InfraRef(infra_id), grace_seconds=5)
+    await runs.provider.cleanup(InfraRef(infra_id))
     assert not Path(infra_id).exists()
 
 

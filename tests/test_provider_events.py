@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api.app import create_app
 from dispatcher.models import DeploymentApply, RunCreate, RunState, WorkPoolCreate
 from dispatcher.settings import Settings
@@ -32,8 +32,8 @@ async def client(db: Database, tmp_path: Path) -> AsyncIterator[TestClient[Any, 
 
 
 async def submitted_run(db: Database, infra_id: str = INFRA_ID) -> str:
-    await store.create_pool(db, WorkPoolCreate(name="aws", type="ecs:push"))
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.pools.create_pool(db, WorkPoolCreate(name="aws", type="ecs:push"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name="d", flow_name="f", pool_name="aws", image="ghcr.io/example/flows:1",
         command=["python", "-m", "flows.hello"],
         job_variables={"execution_role_arn": "arn:aws:iam::111122223333:role/exec"}))

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from dispatcher import run_tokens, store
+from dispatcher import operations, run_tokens, store
 from dispatcher.errors import Conflict, Forbidden, Unauthorized
 from dispatcher.flows import flow
 from dispatcher.models import (
@@ -605,9 +605,9 @@ async def test_stored_signing_key_is_made_once_and_shared(db: Database) -> None:
 
 @pytest.mark.postgres
 async def test_state_reports_are_idempotent_and_refused_after_the_end(db: Database) -> None:
-    await store.create_pool(db, WorkPoolCreate(name="p", type="process"))
-    await store.apply_deployment(db, DeploymentApply(name="d", flow_name="f", pool_name="p",
-                                                     entrypoint="f.py:f"))
+    await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="process"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
+        name="d", flow_name="f", pool_name="p", entrypoint="f.py:f"))
     run, _ = await store.create_run(db, "f/d", RunCreate())
     with pytest.raises(Conflict, match="SCHEDULED; it must not start"):
         await store.report_run_state(db, run.id, RunState.RUNNING)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.engine import scheduler as scheduler_module
 from dispatcher.engine.scheduler import Scheduler
 from dispatcher.models import DeploymentApply, DeploymentUpdate, ScheduleSpec, WorkPoolCreate
@@ -25,7 +25,7 @@ MINUTE = timedelta(minutes=1)
 
 @pytest.fixture
 async def pool(db: Database) -> Database:
-    await store.create_pool(db, WorkPoolCreate(name="p", type="process"))
+    await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="process"))
     return db
 
 
@@ -35,7 +35,7 @@ def scheduler(db: Database, **settings: float) -> Scheduler:
 
 
 async def deploy(db: Database, spec: ScheduleSpec, name: str = "d") -> None:
-    await store.apply_deployment(db, DeploymentApply(
+    await operations.deployments.apply_deployment(db, DeploymentApply(
         name=name, flow_name="f", pool_name="p", command=["true"], schedules=[spec]))
 
 

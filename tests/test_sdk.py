@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from dispatcher import flow
-from dispatcher.cli_output import DEPLOY_SUCCESS
+from dispatcher.cli.output import DEPLOY_SUCCESS
 from dispatcher.flows import (
     RUN_LOGGER_NAME,
     Flow,

@@ -134,7 +134,8 @@ def seed(url: str, token: str | None) -> dict[str, str]:
                                 json={}).raise_for_status().json()]
         deployment = client.get("/api/deployments/seed-flow/seed-dep").json()
     return {"pool": "seed-pool", "queue": "default", "flow": "seed-flow", "name": "seed-dep",
-            "id": runs[0]["id"], "deployment_id": deployment["id"], "type": "process"}
+            "id": runs[0]["id"], "deployment_id": deployment["id"], "type": "process",
+            "provider": "ecs"}
 
 
 # ---------------------------------------------------------------------------- fuzzing

@@ -91,7 +91,7 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.add(401)
     if PATH_PARAM.search(route.path):
         statuses.add(404)
-    if route.body is not None:
+    if route.body is not None or route.request_schema is not None:
         statuses |= {400, 413, 422}
     if route.query or route.idempotency_key:
         statuses.add(422)
@@ -127,6 +127,10 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
         operation["requestBody"] = {
             "required": required,
             "content": {"application/json": {"schema": refs[(route.body, "validation")]}}}
+    elif route.request_schema is not None:
+        operation["requestBody"] = {
+            "required": True, "content": {"application/json": {
+                "schema": {"type": "object", **route.request_schema}}}}
     schema = _success_schema(route, refs)
     responses: dict[str, Any] = {}
     successes = {route.status: HTTPStatus(route.status).phrase, **route.other_statuses}

@@ -121,8 +121,15 @@ ROUTES: tuple[Route, ...] = (
     # provider events (authenticated by their own shared secret, not the API token)
     Route("POST", "/api/events/aws/ecs", events.ecs_task_state_change,
           "An EventBridge 'ECS Task State Change' event, as AWS sends it",
-          body=events.EventBridgeEvent, response=events.ProviderEventResult, status=202,
-          errors=(401, 403), public=True, events_secret=True, authorize=events.authorize),
+          request_schema=events.REQUEST_SCHEMA, response=events.ProviderEventResult,
+          status=202, other_statuses={200: "A handshake, answered as the sender asks"},
+          errors=(401, 403, 404), public=True, events_secret=True),
+    Route("POST", "/api/events/{provider}", events.provider_events,
+          "A provider's pushed state-change delivery (provider: a pool type or its short "
+          "name, e.g. ecs), authenticated by that provider's adapter",
+          request_schema=events.REQUEST_SCHEMA, response=events.ProviderEventResult,
+          status=202, other_statuses={200: "A handshake, answered as the sender asks"},
+          errors=(401, 403, 404), public=True, events_secret=True),
     # runs
     Route("GET", "/api/runs", runs.list_runs, "List runs", response=Run,
           many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, DEAD_LETTER, LIMIT, OFFSET),

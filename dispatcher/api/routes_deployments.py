@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api.context import db_of, schedules_changed, wake_engine
 from dispatcher.api.display import with_display_state
 from dispatcher.api.routing import Call, json_model, json_models, no_content
@@ -41,8 +41,8 @@ async def list_deployments(request: web.Request, call: Call) -> web.StreamRespon
 
 
 async def apply_deployment(request: web.Request, call: Call) -> web.StreamResponse:
-    deployment, created = await store.apply_deployment(db_of(request),
-                                                       call.body_as(DeploymentApply))
+    deployment, created = await operations.deployments.apply_deployment(
+        db_of(request), call.body_as(DeploymentApply))
     schedules_changed(request)
     wake_engine(request)  # new schedules, or an unpaused deployment, may have runs due
     return json_model(DeploymentApplied(deployment=deployment, created=created),

@@ -1,35 +1,28 @@
 """Provider events: cloud-side state changes that update a run at once (polling stays the
-fallback). ``POST /api/events/aws/ecs`` takes EventBridge "ECS Task State Change" events,
-exactly as AWS sends them, authenticated by a shared secret header."""
+fallback). ``POST /api/events/{provider}`` serves every adapter that implements
+``providers.base.EventSource``; the adapter authenticates the delivery itself (a shared
+secret, a signed token) and says what it holds. ``/api/events/aws/ecs`` is the ECS
+adapter's address from before the generic route, kept as it was."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from dispatcher import store
 from dispatcher.api.context import db_of, settings_of, wake_engine
 from dispatcher.api.routing import Call, json_model
-from dispatcher.engine.watcher import state_for
-from dispatcher.errors import Forbidden, NotFound, Unauthorized
+from dispatcher.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from dispatcher.models import RunState
-from dispatcher.store.runs import steps_to
+from dispatcher.operations.events import apply_event
+from providers import registry
+from providers.base import EventAuthError, EventsNotEnabled, EventSource
 
-SECRET_HEADER = "X-Pushpool-Events-Secret"
-
-
-class EventBridgeEvent(BaseModel):
-    """The EventBridge envelope; ``detail`` is the service's own payload."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-
-    source: str
-    detail_type: str = Field(alias="detail-type")
-    region: str | None = None
-    detail: dict[str, Any]
+REQUEST_SCHEMA: dict[str, Any] = {
+    "description": "The delivery exactly as the cloud sends it (EventBridge, Eventarc / "
+                   "Pub/Sub push, Event Grid); its adapter reads and authenticates it.",
+}
 
 
 class ProviderEventResult(BaseModel):
@@ -39,52 +32,65 @@ class ProviderEventResult(BaseModel):
     reason: str | None = None
 
 
-def _check_secret(request: web.Request) -> None:
-    secret = settings_of(request).events_secret
-    if secret is None:
-        raise Forbidden("provider events are not enabled; set PUSHPOOL_EVENTS_SECRET on the "
-                        f"server and send it in the {SECRET_HEADER} header")
-    given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode(), secret.get_secret_value().encode()):
-        raise Unauthorized(f"missing or wrong {SECRET_HEADER} header")
+class ProviderEventResults(BaseModel):
+    """The answer to a delivery that held no event or several."""
+
+    applied: bool
+    reason: str | None = None
+    results: list[ProviderEventResult]
 
 
-async def authorize(request: web.Request) -> None:
-    """``Route.authorize``: the shared secret, checked before the body is read."""
-    _check_secret(request)
+def _event_source(name: str) -> EventSource:
+    """The adapter behind ``name``: a pool type (``ecs:push``) or its short form (``ecs``)."""
+    types = registry.available_types()
+    pool_type = name if name in types else f"{name}:push"
+    if pool_type not in types:
+        choices = ", ".join(sorted(t.removesuffix(":push") for t in types))
+        raise NotFound(f"no provider {name!r} takes events; known providers: {choices}")
+    try:
+        provider = registry.get_provider(pool_type)
+    except registry.ProviderUnavailable as exc:
+        raise NotFound(str(exc)) from None
+    if not isinstance(provider, EventSource):
+        raise NotFound(f"provider {pool_type!r} takes no pushed events; its runs are polled")
+    return provider
+
+
+async def provider_events(request: web.Request, call: Call) -> web.StreamResponse:
+    return await _deliver(request, request.match_info["provider"])
 
 
 async def ecs_task_state_change(request: web.Request, call: Call) -> web.StreamResponse:
-    from providers.ecs_events import STARTED_BY_PREFIX, parse_task_state_change
+    return await _deliver(request, "ecs:push")
 
-    assert isinstance(call.body, EventBridgeEvent)
-    event = call.body.model_dump(by_alias=True)
-    parsed = parse_task_state_change(event)
-    if parsed is None:
-        return json_model(ProviderEventResult(
-            applied=False, reason="not an ECS task state change of a task pushpool started"),
-            status=202)
-    infra_id, status = parsed
-    run_id = str(event["detail"]["startedBy"]).removeprefix(STARTED_BY_PREFIX)
-    db = db_of(request)
+
+async def _deliver(request: web.Request, name: str) -> web.StreamResponse:
+    source = _event_source(name)
+    body = await request.read()  # raises 413 past client_max_size
+    secret = settings_of(request).events_secret
     try:
-        run = await store.get_run(db, run_id)
-    except NotFound:
-        return json_model(ProviderEventResult(applied=False, run_id=run_id,
-                                              reason="no such run"), status=202)
-    if run.infra_id not in (None, infra_id):
-        return json_model(ProviderEventResult(
-            applied=False, run_id=run_id, state=run.state,
-            reason="the event is about another attempt's task"), status=202)
-    decided = state_for(status, run.state)
-    if decided is None:  # nothing new, or out of order: the state machine only moves on
-        return json_model(ProviderEventResult(applied=False, run_id=run_id, state=run.state,
-                                              reason="no change"), status=202)
-    state, message = decided
-    fields = {"exit_code": status.exit_code} if status.exit_code is not None else {}
-    moved = run_id in await store.apply_state_changes(
-        db, steps_to(run_id, state, message, fields))
-    if moved and state.is_final:
+        delivery = source.parse_events(
+            request.headers, body,
+            shared_secret=secret.get_secret_value() if secret is not None else None)
+    except EventsNotEnabled as exc:
+        raise Forbidden(str(exc)) from None
+    except EventAuthError as exc:
+        raise Unauthorized(str(exc)) from None
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise InvalidInput(field if reason else "body", reason or str(exc),
+                           "send the event exactly as the cloud delivers it") from None
+    if delivery.reply is not None:  # a handshake (Event Grid validation): answered as asked
+        return web.json_response(delivery.reply, status=200)
+    db = db_of(request)
+    outcomes = [await apply_event(db, event) for event in delivery.events]
+    if any(o.applied and o.state is not None and o.state.is_final for o in outcomes):
         wake_engine(request)  # a slot may have freed
-    return json_model(ProviderEventResult(applied=moved, run_id=run_id,
-                                          state=state if moved else run.state), status=202)
+    results = [ProviderEventResult(applied=o.applied, run_id=o.run_id, state=o.state,
+                                   reason=o.reason) for o in outcomes]
+    if len(results) == 1:
+        return json_model(results[0], status=202)
+    summary = ProviderEventResults(applied=any(r.applied for r in results),
+                                   reason=delivery.note if not results else None,
+                                   results=results)
+    return json_model(summary, status=202)

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from dispatcher import __version__, store
+from dispatcher import __version__, operations
 from dispatcher.api import openapi
 from dispatcher.api.context import ROUTES_KEY, db_of
 from dispatcher.api.routing import Call, json_model, json_models
@@ -36,4 +36,5 @@ async def list_pool_types(request: web.Request, call: Call) -> web.StreamRespons
 
 
 async def get_base_job_template(request: web.Request, call: Call) -> web.StreamResponse:
-    return web.json_response(store.default_base_job_template(request.match_info["type"]))
+    return web.json_response(
+        operations.pools.default_base_job_template(request.match_info["type"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api.context import db_of, wake_engine
 from dispatcher.api.display import with_display_state
 from dispatcher.api.routing import Call, json_model, json_models, no_content
@@ -25,7 +25,7 @@ async def list_pools(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def create_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    pool = await store.create_pool(db_of(request), call.body_as(WorkPoolCreate))
+    pool = await operations.pools.create_pool(db_of(request), call.body_as(WorkPoolCreate))
     return json_model(pool, status=201)
 
 

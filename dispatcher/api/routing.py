@@ -62,6 +62,7 @@ class Route:
     handler: RouteHandler
     summary: str
     body: type[BaseModel] | None = None
+    request_schema: Mapping[str, Any] | None = None  # a body the handler reads itself
     response: type[BaseModel] | None = None
     many: bool = False  # the answer is a list of ``response``
     response_schema: Mapping[str, Any] | None = None  # when the answer has no model

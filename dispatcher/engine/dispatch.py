@@ -46,11 +46,11 @@ from dispatcher.store.dead_letters import (
 from dispatcher.store.reachability import log_failure
 from providers import registry
 from providers.base import (
+    InfraRef,
     JobSpec,
     PermanentProviderError,
     Provider,
     RetryableProviderError,
-    Submission,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class _HeldBack:
 
 
 HELD_BACK = _HeldBack()
-Attempt = Submission | PermanentProviderError | _Failed | _HeldBack
+Attempt = InfraRef | PermanentProviderError | _Failed | _HeldBack
 
 
 def _no_op() -> None:
@@ -261,10 +261,9 @@ class Dispatcher:
             if isinstance(outcome, _HeldBack):
                 await self._hand_back([run], _waiting(run), errors)
                 return
-            if isinstance(outcome, Submission):
+            if isinstance(outcome, InfraRef):
                 self._unrecorded[run.run_id] += 1
-                await self._records.put(_record(run, spec, outcome.infra_id,
-                                                outcome.console_url))
+                await self._records.put(_record(run, spec, outcome))
                 await self._provider_answered(run)
                 return
             if isinstance(outcome, PermanentProviderError):
@@ -468,9 +467,10 @@ class Dispatcher:
                 log_failure(log, "renewing leases failed")
 
 
-def _record(run: ClaimedRun, spec: JobSpec, infra_id: str,
-            console_url: str | None) -> SubmissionRecord:
-    return SubmissionRecord(run_id=run.run_id, infra_id=infra_id, console_url=console_url,
+def _record(run: ClaimedRun, spec: JobSpec, ref: InfraRef) -> SubmissionRecord:
+    infra_id = ref.infra_id
+    return SubmissionRecord(run_id=run.run_id, infra_id=infra_id, console_url=ref.console_url,
+                            connection=dict(ref.connection),
                             job_configuration=spec.config, timeout_seconds=spec.timeout,
                             message=f"submitted to {run.pool_type} as {infra_id}")
 

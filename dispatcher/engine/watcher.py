@@ -28,7 +28,7 @@ from dispatcher.store.common import utcnow
 from dispatcher.store.reachability import log_failure
 from dispatcher.store.runs import StateChange, append_logs_in, steps_to, transition_many
 from providers import registry
-from providers.base import InfraPhase, InfraStatus, LogLine, Provider
+from providers.base import InfraPhase, InfraRef, InfraStatus, LogLine, Provider
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)
     logs: list[LogLine] = field(default_factory=list)
     cursor: str | None = None
+
+
+def infra_ref(run: WatchedRun) -> InfraRef:
+    """What the adapter's submit returned for a submitted run, for its later calls."""
+    assert run.infra_id is not None
+    return InfraRef(run.infra_id, run.infra_connection or {}, run.console_url)
 
 
 def state_for(status: InfraStatus, current: RunState) -> tuple[RunState, str] | None:
@@ -93,7 +99,6 @@ class Watcher:
         self._resume_after = ""
         self._sweep_types: set[str] = set()
         self._unavailable: dict[str, str] = {}
-        self._connected: set[str] = set()  # runs whose provider knows how to reach them
         self._cleanups: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
@@ -154,7 +159,7 @@ class Watcher:
                 changes.update(await self._watch_group(provider, group, now))
         if changes:
             await self._apply(changes, {
-                r.run_id: (provider, r.infra_id) for r in watched
+                r.run_id: (provider, infra_ref(r)) for r in watched
                 if r.infra_id and (provider := providers[r.pool_type]) is not None})
         self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
         if self._resume_after:
@@ -173,10 +178,6 @@ class Watcher:
                            now: datetime) -> dict[str, Change]:
         changes: dict[str, Change] = {}
         submitted = [r for r in group if r.infra_id]
-        for run in submitted:
-            if run.run_id not in self._connected and run.job_configuration is not None:
-                provider.remember_connection(run.job_configuration)
-                self._connected.add(run.run_id)
         for run in group:
             # No claim holds it, so nothing was sent for it. (One whose claimer died with a
             # lease is claimed again to find its job: store/claims.py.)
@@ -186,8 +187,7 @@ class Watcher:
         if not submitted:
             return changes
         try:
-            statuses = await provider.status_many([r.infra_id for r in submitted
-                                                   if r.infra_id])
+            statuses = await provider.status_many([infra_ref(r) for r in submitted])
         except Exception as exc:
             # A provider hiccup must never end a run: keep watching (ACI #22077).
             log.warning("status of %d %s run(s) failed: %s", len(submitted),
@@ -200,7 +200,7 @@ class Watcher:
                 continue
             change = Change()
             try:
-                batch = await provider.logs(run.infra_id, run.log_cursor)
+                batch = await provider.logs(infra_ref(run), run.log_cursor)
                 change.logs, change.cursor = batch.lines, batch.cursor
             except Exception as exc:
                 log.warning("logs of run %s failed: %s", run.run_id, exc)
@@ -232,11 +232,11 @@ class Watcher:
     def _request_cancel(self, provider: Provider, run: WatchedRun) -> None:
         if run.run_id in self._cancelling or run.infra_id is None:
             return
-        infra_id = run.infra_id
+        ref = infra_ref(run)
 
         async def cancel() -> None:
             try:
-                await provider.cancel(infra_id, self.settings.cancel_grace_seconds)
+                await provider.cancel(ref, self.settings.cancel_grace_seconds)
             except Exception as exc:
                 log.warning("cancelling run %s failed (will retry): %s", run.run_id, exc)
                 self._cancelling.pop(run.run_id, None)
@@ -245,7 +245,7 @@ class Watcher:
         self._cancelling[run.run_id] = asyncio.create_task(cancel())
 
     async def _apply(self, changes: dict[str, Change],
-                     infra_ids: dict[str, tuple[Provider, str]]) -> None:
+                     infra_ids: dict[str, tuple[Provider, InfraRef]]) -> None:
         steps: list[StateChange] = []
         for run_id, change in changes.items():
             if change.state is None:
@@ -261,18 +261,17 @@ class Watcher:
         for run_id in ended:
             self._timed_out.discard(run_id)
             self._cancelling.pop(run_id, None)
-            self._connected.discard(run_id)
             if (infra := infra_ids.get(run_id)) is not None:
                 self._clean_up(infra[0], infra[1])
         if ended:
             self.on_final()
 
-    def _clean_up(self, provider: Provider, infra_id: str) -> None:
+    def _clean_up(self, provider: Provider, ref: InfraRef) -> None:
         async def clean() -> None:
             try:
-                await provider.cleanup(infra_id)
+                await provider.cleanup(ref)
             except Exception as exc:  # leftovers cost money or disk, never correctness
-                log.warning("cleanup of %s failed: %s", infra_id, exc)
+                log.warning("cleanup of %s failed: %s", ref.infra_id, exc)
 
         task = asyncio.create_task(clean())
         self._cleanups.add(task)

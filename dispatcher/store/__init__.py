@@ -39,7 +39,6 @@ from dispatcher.store.pool_breaker import (
 from dispatcher.store.pools import (
     create_pool,
     create_queue,
-    default_base_job_template,
     delete_pool,
     delete_queue,
     get_pool,
@@ -59,6 +58,7 @@ from dispatcher.store.runs import (
     list_runs,
     preview_pool,
     read_logs,
+    run_id_for_infra,
     set_run_state,
 )
 from dispatcher.store.runtime import append_run_logs, report_run_state, run_token_key
@@ -88,7 +88,6 @@ __all__ = [
     "create_queue",
     "create_run",
     "dead_letter_runs",
-    "default_base_job_template",
     "delay_breaker_probe",
     "delete_deployment",
     "delete_pool",
@@ -112,6 +111,7 @@ __all__ = [
     "renew_leases",
     "report_run_state",
     "resubmit_run",
+    "run_id_for_infra",
     "run_state",
     "run_token_key",
     "runs_to_watch",

@@ -571,6 +571,7 @@ class SubmissionRecord:
     job_configuration: dict[str, Any]
     timeout_seconds: int | None
     message: str
+    connection: dict[str, Any] = field(default_factory=dict)  # InfraRef.connection
 
 
 async def record_submissions(db: Database, owner: str,
@@ -598,10 +599,12 @@ async def record_submissions(db: Database, owner: str,
         conn.execute(
             update(runs).where(runs.c.id == bindparam("rid"), runs.c.lease_owner == owner)
             .values(infra_id=bindparam("infra"), console_url=bindparam("url"),
+                    infra_connection=bindparam("conn"),
                     job_configuration=bindparam("config"), timeout_seconds=bindparam("timeout"),
                     state_message=bindparam("msg"), lease_owner=None, lease_expires=None,
                     updated=now),
             [{"rid": r.run_id, "infra": r.infra_id, "url": r.console_url,
+              "conn": r.connection or None,
               "config": r.job_configuration, "timeout": r.timeout_seconds, "msg": r.message}
              for r in mine])
         # A run cancelled meanwhile stays CANCELLING: the watcher cancels its job now.
@@ -677,6 +680,8 @@ class WatchedRun:
     lease_owner: str | None
     lease_expires: datetime | None
     job_configuration: dict[str, Any] | None
+    infra_connection: dict[str, Any] | None = None
+    console_url: str | None = None
 
 
 async def runs_to_watch(db: Database, *, after_id: str = "",
@@ -688,7 +693,7 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
             select(runs.c.id, runs.c.state, work_pools.c.type, runs.c.infra_id,
                    runs.c.started_at, runs.c.created, runs.c.timeout_seconds,
                    runs.c.log_cursor, runs.c.lease_owner, runs.c.lease_expires,
-                   runs.c.job_configuration)
+                   runs.c.job_configuration, runs.c.infra_connection, runs.c.console_url)
             .join(work_pools, work_pools.c.id == runs.c.pool_id)
             .where(runs.c.state.in_(ACTIVE), runs.c.id > after_id,
                    or_(runs.c.infra_id.is_not(None),
@@ -696,7 +701,8 @@ async def runs_to_watch(db: Database, *, after_id: str = "",
             .order_by(runs.c.id).limit(limit))
         return [WatchedRun(r.id, RunState(r.state), r.type, r.infra_id, r.started_at,
                            r.created, r.timeout_seconds, r.log_cursor, r.lease_owner,
-                           r.lease_expires, r.job_configuration) for r in rows]
+                           r.lease_expires, r.job_configuration, r.infra_connection,
+                           r.console_url) for r in rows]
 
     return await db.run(read)
 

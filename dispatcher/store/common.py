@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,3 +30,17 @@ def insert_ignoring_conflicts(dialect: str, table: Table, rows: list[dict[str, A
     if dialect == "postgresql":
         return postgresql.insert(table).values(rows).on_conflict_do_nothing()
     return sqlite.insert(table).values(rows).on_conflict_do_nothing()
+
+
+class LogLineLike(Protocol):
+    """A log line as adapters and the runtime hand it over (a provider adapter's LogLine);
+    the store takes any object of this shape, so it imports no provider code."""
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def stream(self) -> str: ...

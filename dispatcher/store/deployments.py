@@ -15,7 +15,6 @@ from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from dispatcher import schedules as schedule_math
-from dispatcher import templates
 from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.models import (
     Deployment,
@@ -28,7 +27,6 @@ from dispatcher.models import (
 from dispatcher.store.common import new_id, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.tables import deployments, runs, schedules, work_pools, work_queues
-from providers import registry
 
 
 def _select() -> Any:
@@ -97,24 +95,6 @@ def validate_parameters(schema: dict[str, Any] | None, parameters: dict[str, Any
         raise InvalidInput(field, error.message, "pass a value that matches the flow's signature")
 
 
-def check_job_variables(pool_type: str, template: dict[str, Any],
-                        job_variables: dict[str, Any], field: str = "job_variables") -> None:
-    """The overrides fit the pool's schema and the provider accepts the rendered result."""
-    schema = template.get("variables", {})
-    try:
-        templates.validate_job_variables(schema, job_variables, enforce_required=False,
-                                         field=field)
-        merged = templates.merge_job_variables(templates.schema_defaults(schema), job_variables)
-        rendered = templates.render_job_configuration(template["job_configuration"], merged)
-    except templates.TemplateError as exc:
-        raise InvalidInput(exc.field, exc.message, exc.fix) from exc
-    try:
-        registry.get_provider(pool_type).validate_config(rendered)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(field, str(exc), "change the job variables or the pool's template"
-                           ) from exc
-
-
 def _check_schedules(specs: list[ScheduleSpec]) -> None:
     for i, spec in enumerate(specs):
         try:
@@ -146,7 +126,6 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
             raise InvalidInput("queue_name", f"pool {data.pool_name!r} has no queue "
                                f"{queue_name!r}", f"create it with `pushpool work-queue create "
                                f"{queue_name} --pool {data.pool_name}`")
-        check_job_variables(pool.type, pool.base_job_template, data.job_variables)
         values = data.model_dump(exclude={"pool_name", "queue_name", "schedules"})
         values.update(pool_id=pool.id, queue_id=queue.id, updated=now)
         existing = conn.execute(select(deployments.c.id).where(

@@ -23,26 +23,8 @@ from dispatcher.models import (
 from dispatcher.store.common import new_id, pairs, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.tables import deployments, runs, work_pools, work_queues
-from providers import registry
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
-
-
-def default_base_job_template(pool_type: str) -> dict[str, Any]:
-    """The template a new pool of this type starts with (422 naming ``type`` if unknown)."""
-    _check_pool_type(pool_type)
-    try:
-        provider = registry.get_provider(pool_type)
-    except registry.ProviderUnavailable as exc:
-        raise InvalidInput("type", str(exc)) from exc
-    return provider.default_base_job_template()
-
-
-def _check_pool_type(pool_type: str) -> None:
-    if not registry.is_known(pool_type):
-        choices = ", ".join(sorted(registry.available_types()))
-        raise InvalidInput("type", f"unknown pool type {pool_type!r}",
-                           f"choose one of: {choices}")
 
 
 def _check_template(template: dict[str, Any]) -> None:
@@ -83,14 +65,12 @@ def _get_pool(conn: Connection, name: str) -> WorkPool:
 
 
 async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
-    _check_pool_type(data.type)
-    template = data.base_job_template or default_base_job_template(data.type)
-    field = "base_job_template" if data.base_job_template else "type"
-    try:
-        templates.validate_base_job_template(template)
-    except templates.TemplateError as exc:
-        raise InvalidInput(exc.field if field == "base_job_template" else field,
-                           exc.message, exc.fix) from exc
+    """Store a pool and its default queue. The pool type and the template were checked
+    above the store (``dispatcher.operations.pools.create_pool``)."""
+    template = data.base_job_template
+    if template is None:
+        raise InvalidInput("base_job_template", "a pool needs a base job template",
+                           "create pools through dispatcher.operations.pools.create_pool")
 
     def create(conn: Connection) -> WorkPool:
         now = utcnow()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from dispatcher import templates
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
+    ACTIVE_STATES,
     FINAL_STATES,
     LogEntry,
     Run,
@@ -23,7 +25,7 @@ from dispatcher.models import (
     can_transition,
     display_state,
 )
-from dispatcher.store.common import new_id, pairs, utcnow
+from dispatcher.store.common import LogLineLike, new_id, pairs, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.deployments import (
     by_ref,
@@ -39,7 +41,6 @@ from dispatcher.store.tables import (
     work_pools,
     work_queues,
 )
-from providers.base import LogLine
 
 MAX_PAGE = 1000
 
@@ -182,6 +183,16 @@ async def get_run(db: Database, run_id: str) -> Run:
     return await db.run(lambda conn: read_run(conn, run_id))
 
 
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+
+
+async def run_id_for_infra(db: Database, infra_id: str) -> str | None:
+    """The active run whose submit returned ``infra_id`` (pushed events that name no run)."""
+    return await db.run(lambda conn: conn.execute(
+        select(runs.c.id).where(runs.c.infra_id == infra_id, runs.c.state.in_(_ACTIVE))
+        .limit(1)).scalar_one_or_none())
+
+
 async def list_runs(db: Database, *, state: RunState | None = None,
                     pool_name: str | None = None, deployment_ref: str | None = None,
                     dead_letter: bool = False, limit: int = 50, offset: int = 0) -> list[Run]:
@@ -321,13 +332,13 @@ async def cancel_run(db: Database, run_id: str) -> Run:
     return await db.run(cancel, write=True)
 
 
-async def append_logs(db: Database, run_id: str, lines: list[LogLine],
+async def append_logs(db: Database, run_id: str, lines: Sequence[LogLineLike],
                       cursor: str | None = None) -> None:
     await db.run(lambda conn: append_logs_in(conn, {run_id: (lines, cursor)}), write=True)
 
 
 def append_logs_in(conn: Connection,
-                   batches: dict[str, tuple[list[LogLine], str | None]]) -> None:
+                   batches: dict[str, tuple[Sequence[LogLineLike], str | None]]) -> None:
     """Store many runs' new log lines and their provider cursors in one transaction."""
     rows = [{"run_id": run_id, "timestamp": line.timestamp, "stream": line.stream,
              "message": line.message}

@@ -8,6 +8,7 @@ of the state the run is already in succeeds (and fills a missing result) instead
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 from dispatcher import run_tokens
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import Run, RunState
-from dispatcher.store.common import insert_ignoring_conflicts, utcnow
+from dispatcher.store.common import LogLineLike, insert_ignoring_conflicts, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.runs import (
     append_logs_in,
@@ -26,7 +27,6 @@ from dispatcher.store.runs import (
     transition_many,
 )
 from dispatcher.store.tables import runs, server_secrets
-from providers.base import LogLine
 
 RUN_TOKEN_SECRET = "run-token-key"
 REPORTABLE = (RunState.RUNNING, RunState.COMPLETED, RunState.FAILED)
@@ -84,7 +84,7 @@ async def report_run_state(db: Database, run_id: str, state: RunState,
     return await db.run(report, write=True)
 
 
-async def append_run_logs(db: Database, run_id: str, lines: list[LogLine]) -> int:
+async def append_run_logs(db: Database, run_id: str, lines: Sequence[LogLineLike]) -> int:
     """Store the runtime's log lines after the run's others; answers how many."""
     def append(conn: Connection) -> int:
         if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:

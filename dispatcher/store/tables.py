@@ -179,6 +179,7 @@ runs = Table(
     Column("attempt", Integer, nullable=False, default=0),
     Column("infra_id", Text),
     Column("console_url", Text),
+    Column("infra_connection", NullableJSONType),  # InfraRef.connection: never shown
     Column("exit_code", Integer),
     Column("started_at", UTCDateTime),
     Column("ended_at", UTCDateTime),

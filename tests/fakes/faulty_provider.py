@@ -24,11 +24,12 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from providers.base import (
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
@@ -37,7 +38,6 @@ from providers.base import (
     ProviderConfig,
     ProvisionPlan,
     RetryableProviderError,
-    Submission,
 )
 from tests.fakes import recording_provider
 
@@ -98,7 +98,7 @@ class FaultyProvider:
     def validate_config(self, config: Mapping[str, Any]) -> None:
         self.inner.validate_config(config)
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         fate = FAULTS.fate(spec.run_id)
         FAULTS.calls.append(Call(spec.run_id, time.monotonic(), fate))
         if fate == "permanent":
@@ -112,23 +112,20 @@ class FaultyProvider:
             await asyncio.Event().wait()  # until the client's timeout cancels the call
         return await self.inner.submit(spec)
 
-    async def status(self, infra_id: str) -> InfraStatus:
-        return await self.inner.status(infra_id)
+    async def status(self, ref: InfraRef) -> InfraStatus:
+        return await self.inner.status(ref)
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
-        return await self.inner.status_many(infra_ids)
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        return await self.inner.status_many(refs)
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
-        await self.inner.cancel(infra_id, grace_seconds)
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
+        await self.inner.cancel(ref, grace_seconds)
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
-        return await self.inner.logs(infra_id, cursor)
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
+        return await self.inner.logs(ref, cursor)
 
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        self.inner.remember_connection(config)
-
-    async def cleanup(self, infra_id: str) -> None:
-        await self.inner.cleanup(infra_id)
+    async def cleanup(self, ref: InfraRef) -> None:
+        await self.inner.cleanup(ref)
 
     async def provision(self, pool_name: str, options: Mapping[str, Any],
                         apply: bool) -> ProvisionPlan:

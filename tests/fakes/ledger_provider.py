@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,13 +36,13 @@ from pydantic import ConfigDict, ValidationError
 from providers.base import (
     COMMON_VARIABLES,
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
     PermanentProviderError,
     ProviderConfig,
     ProvisionPlan,
-    Submission,
 )
 
 PATH_VARIABLE = "PUSHPOOL_LEDGER_PATH"
@@ -225,17 +225,18 @@ class LedgerProvider:
         except ValidationError as exc:
             raise ValueError(f"job_configuration: {exc}") from None
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         infra_id = await asyncio.to_thread(self._submit_sync, spec)
         delay = _float_env(ANSWER_DELAY_VARIABLE, 0.0)
         if delay > 0:
             await asyncio.sleep(delay)  # the cloud's answer is on its way back
-        return Submission(infra_id=infra_id)
+        return InfraRef(infra_id=infra_id)
 
-    async def status(self, infra_id: str) -> InfraStatus:
-        return (await self.status_many([infra_id]))[infra_id]
+    async def status(self, ref: InfraRef) -> InfraStatus:
+        return (await self.status_many([ref]))[ref.infra_id]
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        infra_ids = [ref.infra_id for ref in refs]
         await asyncio.to_thread(self._refresh)
         run_seconds = _float_env(RUN_SECONDS_VARIABLE, 0.3)
         now = time.time()
@@ -253,16 +254,13 @@ class LedgerProvider:
                 statuses[infra_id] = InfraStatus(InfraPhase.SUCCEEDED, 0)
         return statuses
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
-        await asyncio.to_thread(self._cancel_sync, infra_id)
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
+        await asyncio.to_thread(self._cancel_sync, ref.infra_id)
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
         return LogBatch([], cursor)
 
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        return None  # the ledger file is the only thing to reach
-
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         return None
 
     async def provision(self, pool_name: str, options: Mapping[str, Any],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from providers.base import (
     COMMON_VARIABLES,
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
@@ -24,7 +25,6 @@ from providers.base import (
     ProviderConfig,
     ProvisionPlan,
     RetryableProviderError,
-    Submission,
 )
 
 
@@ -66,7 +66,7 @@ class RecordingProvider:
     def validate_config(self, config: Mapping[str, Any]) -> None:
         RecordingConfig.model_validate(dict(config))
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         if STATE.hang:
             await asyncio.Event().wait()
         if spec.run_id in STATE.permanent:
@@ -80,27 +80,24 @@ class RecordingProvider:
         STATE.phases.setdefault(spec.run_id, STATE.default_phase)
         if STATE.submitted_event is not None:
             STATE.submitted_event.set()
-        return Submission(infra_id=f"rec-{spec.run_id}", console_url=None)
+        return InfraRef(infra_id=f"rec-{spec.run_id}", console_url=None)
 
-    async def status(self, infra_id: str) -> InfraStatus:
-        run_id = infra_id.removeprefix("rec-")
+    async def status(self, ref: InfraRef) -> InfraStatus:
+        run_id = ref.infra_id.removeprefix("rec-")
         phase = STATE.phases.get(run_id, InfraPhase.MISSING)
         return InfraStatus(phase, STATE.exit_codes.get(run_id))
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
-        return {i: await self.status(i) for i in infra_ids}
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        return {ref.infra_id: await self.status(ref) for ref in refs}
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
-        STATE.cancels.append(infra_id)
-        STATE.phases[infra_id.removeprefix("rec-")] = InfraPhase.CANCELLED
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
+        STATE.cancels.append(ref.infra_id)
+        STATE.phases[ref.infra_id.removeprefix("rec-")] = InfraPhase.CANCELLED
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
         return LogBatch([], cursor)
 
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        return None  # nothing to reach but this host
-
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         return None
 
     async def provision(self, pool_name: str, options: Mapping[str, Any],

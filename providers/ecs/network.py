@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.base import PermanentProviderError
-from providers.ecs_aws import AwsClients, Connection, SingleFlight
-from providers.ecs_config import EcsConfig
+from providers.ecs.aws import AwsClients, Connection, SingleFlight
+from providers.ecs.config import EcsConfig
 
 MAX_SUBNETS = 16  # awsvpcConfiguration's limit
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from providers.base import PermanentProviderError, RetryableProviderError
-from providers.ecs_aws import AwsClients, Connection, SingleFlight, code_of, retrying
-from providers.ecs_config import DEFAULT_CONTAINER_NAME, EcsConfig, aws_units
+from providers.ecs.aws import AwsClients, Connection, SingleFlight, code_of, retrying
+from providers.ecs.config import DEFAULT_CONTAINER_NAME, EcsConfig, aws_units
 
 CONTENT_HASH_TAG = "pushpool:content-hash"
 AUTO_DEREGISTER_TAG = "pushpool:auto-deregister"

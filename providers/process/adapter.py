@@ -1,7 +1,7 @@
 """Local process provider (pool type ``process``): the embedded default.
 
 Each run gets a run directory ``<root>/<job_name>/`` whose absolute path is the infra id.
-A supervisor (``providers.process_supervisor``) started in its own session owns the job,
+A supervisor (``providers.process.supervisor``) started in its own session owns the job,
 so the job survives a dispatcher restart; the supervisor and this module talk only through
 files in the run directory, which is why ``status`` works from a fresh process:
 
@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,10 +38,10 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from providers import process_supervisor as sup
 from providers.base import (
     COMMON_VARIABLES,
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
@@ -50,8 +50,8 @@ from providers.base import (
     ProviderConfig,
     ProvisionPlan,
     RetryableProviderError,
-    Submission,
 )
+from providers.process import supervisor as sup
 
 BASE_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 MAX_LOG_LINES = 1000  # per batch, so a chatty job cannot blow the dispatcher's memory
@@ -322,7 +322,7 @@ class ProcessProvider:
 
     # -- runs
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         self._reap()
         try:
             config = parse_config(spec.config)
@@ -333,7 +333,7 @@ class ProcessProvider:
             raise PermanentProviderError(
                 "command is empty: set the deployment's command or the pool's command variable")
         run_dir = runs_root(config) / run_dir_name(spec.job_name)
-        submission = Submission(infra_id=str(run_dir))
+        submission = InfraRef(infra_id=str(run_dir))
         if (run_dir / sup.LAUNCH_FILE).exists():
             return submission
         env = job_env(spec.env, config.env)
@@ -377,22 +377,23 @@ class ProcessProvider:
         else:
             await asyncio.to_thread(_write_and_close, stdin, payload)
 
-    async def status(self, infra_id: str) -> InfraStatus:
+    async def status(self, ref: InfraRef) -> InfraStatus:
         self._reap()
-        return read_status(_run_dir(infra_id))
+        return read_status(_run_dir(ref.infra_id))
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
+        infra_ids = [ref.infra_id for ref in refs]
         self._reap()
         now = time.time()
         return {infra_id: read_status(_run_dir(infra_id), now) for infra_id in infra_ids}
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
         """SIGTERM the job's process group, SIGKILL it after ``grace_seconds``.
 
         The supervisor enforces the grace period too (so a dispatcher restart mid-grace
         does not leave the job alive); this coroutine waits for it asynchronously and
         kills the group itself if the supervisor cannot."""
-        run_dir = _run_dir(infra_id)
+        run_dir = _run_dir(ref.infra_id)
         if read_status(run_dir).phase.is_final:
             return
         sup.write_json_atomic(str(run_dir / sup.CANCEL_FILE),
@@ -423,15 +424,12 @@ class ProcessProvider:
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
-        return read_logs(_run_dir(infra_id), cursor)
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
+        return read_logs(_run_dir(ref.infra_id), cursor)
 
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        return None  # nothing to reach but this host
-
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         """Remove the run directory once the run is final; a running run is left alone."""
-        run_dir = _run_dir(infra_id)
+        run_dir = _run_dir(ref.infra_id)
         if not (run_dir / sup.LAUNCH_FILE).exists():
             return  # not ours, or already gone: never delete a directory we did not make
         if not read_status(run_dir).phase.is_final:

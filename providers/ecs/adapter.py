@@ -1,11 +1,12 @@
 """The ecs:push adapter: runs on AWS ECS Fargate, one task per run, no worker in between.
 
 ``PROVIDER`` is what the registry loads for pool type ``ecs:push``. Submitting finds or
-registers the task definition for the run's content (``ecs_taskdef``), then calls
-RunTask with a clientToken derived from the run and attempt, through a per-region
-adaptive token bucket (``ecs_ratelimit``). Status is DescribeTasks in batches of 100 per
-cluster; EventBridge task-state events map to the same statuses
-(``ecs_events.parse_task_state_change``). Provisioning lives in ``ecs_provision``.
+registers the task definition for the run's content (``taskdef``), then calls RunTask
+with a clientToken derived from the run and attempt, through a per-region adaptive token
+bucket (``providers.ratelimit``). The ``InfraRef`` it returns carries the region, cluster,
+endpoint and identity references, so every later call reaches the task from any process.
+Status is DescribeTasks in batches of 100 per cluster; EventBridge task-state events map
+to the same statuses (``events``). Provisioning lives in ``provision``.
 
 Settings come from ``PUSHPOOL_ECS_*`` environment variables (see ``EcsSettings``);
 this module may import boto3, and the registry imports it only when an ECS pool is used.
@@ -21,12 +22,14 @@ import os
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from providers.base import (
+    EventDelivery,
     InfraPhase,
+    InfraRef,
     InfraStatus,
     JobSpec,
     LogBatch,
@@ -35,9 +38,8 @@ from providers.base import (
     ProvisionPlan,
     ProvisionStep,
     RetryableProviderError,
-    Submission,
 )
-from providers.ecs_aws import (
+from providers.ecs.aws import (
     AwsClients,
     Connection,
     code_of,
@@ -45,7 +47,7 @@ from providers.ecs_aws import (
     retrying,
     tag_list,
 )
-from providers.ecs_config import (
+from providers.ecs.config import (
     DEFAULT_CONTAINER_NAME,
     EcsConfig,
     aws_units,
@@ -53,25 +55,24 @@ from providers.ecs_config import (
     parse_config,
     raw_image,
 )
-from providers.ecs_config import default_base_job_template as _default_template
-from providers.ecs_config import validate_config as _validate_config
-from providers.ecs_deprovision import deprovision as _deprovision
-from providers.ecs_events import (
+from providers.ecs.config import default_base_job_template as _default_template
+from providers.ecs.config import validate_config as _validate_config
+from providers.ecs.deprovision import deprovision as _deprovision
+from providers.ecs.events import (
     STARTED_BY_PREFIX,
     cluster_name,
     console_url,
     make_infra_id,
     missing_status,
+    parse_delivery,
     parse_infra_id,
-    parse_task_state_change,
     task_id,
     task_status,
 )
-from providers.ecs_logs import LogReader
-from providers.ecs_network import NetworkDefaults
-from providers.ecs_provision import provision as _provision
-from providers.ecs_ratelimit import AdaptiveTokenBucket
-from providers.ecs_taskdef import (
+from providers.ecs.logs import LogReader
+from providers.ecs.network import NetworkDefaults
+from providers.ecs.provision import provision as _provision
+from providers.ecs.taskdef import (
     AUTO_DEREGISTER_TAG,
     TaskDefinitions,
     build_task_definition,
@@ -79,9 +80,9 @@ from providers.ecs_taskdef import (
     merge_raw,
     tag_value,
 )
+from providers.ratelimit import AdaptiveTokenBucket
 
-__all__ = ["PROVIDER", "EcsProvider", "EcsSettings", "client_token", "parse_task_state_change",
-           "started_by_for"]
+__all__ = ["PROVIDER", "EcsProvider", "EcsSettings", "client_token", "started_by_for"]
 
 MAX_OVERRIDES_CHARS = 8192  # RunTask's limit on the overrides structure
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
@@ -157,6 +158,23 @@ def _connection(cfg: EcsConfig) -> Connection:
                       session_name=creds.session_name if creds else None)
 
 
+def connection_facts(conn: Connection, cluster: str) -> dict[str, Any]:
+    """What an ``InfraRef`` carries to reach the task again: region, endpoint and identity
+    references (a profile, a role), never credentials themselves."""
+    facts: dict[str, Any] = {k: v for k, v in dataclasses.asdict(conn).items() if v}
+    facts["cluster"] = cluster
+    return facts
+
+
+def connection_of(ref: InfraRef) -> tuple[Connection, str, str, str]:
+    """(connection, region, cluster, task ARN) of a reference made by ``submit``."""
+    region, cluster, arn = parse_infra_id(ref.infra_id)
+    facts = ref.connection or {}
+    fields = {f.name: facts.get(f.name) for f in dataclasses.fields(Connection)}
+    fields["region"] = fields["region"] or region
+    return Connection(**fields), region, cluster, arn
+
+
 def _cluster_ref(task_arn: str, cluster: str) -> str:
     """The cluster ARN from the task's ARN (same partition/account), else the name."""
     parts = task_arn.split(":")
@@ -181,12 +199,9 @@ class EcsProvider:
             self.aws, register_attempts=self.settings.register_attempts,
             backoff_base=self.settings.backoff_base * 2, backoff_cap=self.settings.backoff_cap)
         self._buckets: dict[Connection, AdaptiveTokenBucket] = {}
-        self._connections: dict[tuple[str, str], Connection] = {}
-        self._region_connections: dict[str, Connection] = {}
         self.network = NetworkDefaults(self.aws)
         self.log_reader = LogReader(self.aws)
         self._containers: dict[str, str] = {}  # task definition ARN -> first container
-        self._submitted: dict[str, float] = {}  # task ARN -> monotonic time of RunTask
         # The last DescribeTasks/RunTask view of each task, so a first logs() call
         # right after a status poll needs no DescribeTasks of its own.
         self._seen: OrderedDict[str, Mapping[str, Any]] = OrderedDict()
@@ -199,35 +214,13 @@ class EcsProvider:
         return _default_template()
 
     def validate_config(self, config: Mapping[str, Any]) -> None:
-        cfg = _validate_config(config)
-        if cfg.region:
-            self._remember(_connection(cfg), cfg.cluster or "default")
-
-    def remember_connection(self, config: Mapping[str, Any]) -> None:
-        """Note a pool's endpoint and identity for status/cancel/logs of its runs.
-
-        infra ids carry region, cluster and task, not how to reach them; submit() records
-        this by itself. A dispatcher that restarts with runs in flight on a pool using a
-        custom endpoint or identity calls this once per ECS pool with its rendered
-        configuration (pools on the default credential chain need nothing).
-        """
-        cfg = parse_config(config)
-        self._remember(_connection(cfg), cfg.cluster or "default")
+        _validate_config(config)
 
     def rate_limiter(self, region: str, config: Mapping[str, Any] | None = None
                      ) -> AdaptiveTokenBucket:
         """The RunTask token bucket of a region (for inspection and tests)."""
         conn = _connection(parse_config(config or {}))
         return self._bucket(dataclasses.replace(conn, region=region))
-
-    def _remember(self, conn: Connection, cluster: str) -> None:
-        if conn.region:
-            self._connections[(conn.region, cluster_name(cluster))] = conn
-            self._region_connections[conn.region] = conn
-
-    def _connection_for(self, region: str, cluster: str) -> Connection:
-        return (self._connections.get((region, cluster_name(cluster)))
-                or self._region_connections.get(region) or Connection(region=region))
 
     def _bucket(self, conn: Connection) -> AdaptiveTokenBucket:
         bucket = self._buckets.get(conn)
@@ -247,19 +240,17 @@ class EcsProvider:
 
     # ------------------------------------------------------------------ submit
 
-    async def submit(self, spec: JobSpec) -> Submission:
+    async def submit(self, spec: JobSpec) -> InfraRef:
         cfg = self._config(spec.config)
         conn = await self.aws.resolve(_connection(cfg))
-        region = str(conn.region)
         cluster = cfg.cluster or "default"
-        self._remember(conn, cluster)
         started_by = started_by_for(spec.run_id)
         if spec.attempt > 1 or self.settings.find_existing == "always":
             # A crash can fall between RunTask and recording its answer; a retry must
             # adopt that task, not start a second one.
             found = await self._find_existing(conn, cluster, started_by)
             if found is not None:
-                return self._submission(region, found)
+                return self._ref(conn, found)
         request = await self._run_task_request(spec, cfg, conn, cluster, started_by)
         arn = str(request["taskDefinition"])
         self._arns_in_use[arn] += 1
@@ -276,15 +267,18 @@ class EcsProvider:
             self._arns_in_use[arn] -= 1
             if self._arns_in_use[arn] <= 0:
                 del self._arns_in_use[arn]
-        self._submitted[str(task["taskArn"])] = time.monotonic()
-        self._prune_submitted()
         self._saw(task)
-        return self._submission(region, task)
+        return self._ref(conn, task)
 
     @staticmethod
-    def _submission(region: str, task: Mapping[str, Any]) -> Submission:
+    def _ref(conn: Connection, task: Mapping[str, Any]) -> InfraRef:
+        region = str(conn.region)
         arn, cluster = str(task["taskArn"]), str(task["clusterArn"])
-        return Submission(make_infra_id(region, cluster, arn), console_url(region, cluster, arn))
+        # The wall-clock time of RunTask tells any later reader that a MISSING task is
+        # ECS's read lag rather than a crash, whichever process reads it.
+        facts = {**connection_facts(conn, cluster), "submitted_at": time.time()}
+        return InfraRef(make_infra_id(region, cluster, arn), facts,
+                        console_url(region, cluster, arn))
 
     async def _run_task_request(self, spec: JobSpec, cfg: EcsConfig, conn: Connection,
                                 cluster: str, started_by: str) -> dict[str, Any]:
@@ -435,43 +429,34 @@ class EcsProvider:
         while len(self._seen) > SEEN_TASKS:
             self._seen.popitem(last=False)
 
-    def _prune_submitted(self) -> None:
-        if len(self._submitted) < 10000:
-            return
-        horizon = time.monotonic() - self.settings.missing_grace_seconds
-        for arn in [a for a, t in self._submitted.items() if t < horizon]:
-            del self._submitted[arn]
-
     # ------------------------------------------------------------------ status
 
-    async def status(self, infra_id: str) -> InfraStatus:
-        answer = await self.status_many([infra_id])
-        if infra_id not in answer:
-            raise RetryableProviderError(f"no status for {infra_id} yet; try again")
-        return answer[infra_id]
+    async def status(self, ref: InfraRef) -> InfraStatus:
+        answer = await self.status_many([ref])
+        if ref.infra_id not in answer:
+            raise RetryableProviderError(f"no status for {ref.infra_id} yet; try again")
+        return answer[ref.infra_id]
 
-    async def status_many(self, infra_ids: list[str]) -> dict[str, InfraStatus]:
+    async def status_many(self, refs: Sequence[InfraRef]) -> dict[str, InfraStatus]:
         """Statuses by DescribeTasks, ≤ 100 tasks per call, calls per cluster in parallel.
 
         Ids whose cluster could not be read for a transient reason are left out (ask
         again later); if every call failed that way the error is raised.
         """
         result: dict[str, InfraStatus] = {}
-        groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
-        for infra_id in infra_ids:
+        groups: dict[tuple[Connection, str], list[tuple[InfraRef, str]]] = {}
+        for ref in refs:
             try:
-                region, cluster, arn = parse_infra_id(infra_id)
+                conn, _, cluster, arn = connection_of(ref)
             except PermanentProviderError as exc:
-                result[infra_id] = InfraStatus(InfraPhase.CRASHED, None, str(exc))
+                result[ref.infra_id] = InfraStatus(InfraPhase.CRASHED, None, str(exc))
                 continue
-            groups.setdefault((region, cluster, _cluster_ref(arn, cluster)), []).append(
-                (infra_id, arn))
+            groups.setdefault((conn, _cluster_ref(arn, cluster)), []).append((ref, arn))
         calls = []
-        for (region, cluster, ref), members in groups.items():
-            conn = self._connection_for(region, cluster)
+        for (conn, cluster_ref), members in groups.items():
             for start in range(0, len(members), DESCRIBE_BATCH):
-                calls.append(self._describe_batch(conn, ref, members[start:start
-                                                                        + DESCRIBE_BATCH]))
+                calls.append(self._describe_batch(conn, cluster_ref,
+                                                  members[start:start + DESCRIBE_BATCH]))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         transient: list[BaseException] = []
         for outcome in outcomes:
@@ -486,41 +471,41 @@ class EcsProvider:
         return result
 
     async def _describe_batch(self, conn: Connection, cluster: str,
-                              members: list[tuple[str, str]]) -> dict[str, InfraStatus]:
+                              members: list[tuple[InfraRef, str]]) -> dict[str, InfraStatus]:
         try:
             answer = await self.aws.call(conn, "ecs", "describe_tasks", cluster=cluster,
                                          tasks=[arn for _, arn in members])
         except PermanentProviderError as exc:
             if code_of(exc) != "ClusterNotFoundException":
                 raise
-            return {infra_id: InfraStatus(InfraPhase.CRASHED, None, str(exc))
-                    for infra_id, _ in members}
+            return {ref.infra_id: InfraStatus(InfraPhase.CRASHED, None, str(exc))
+                    for ref, _ in members}
         by_arn = {t["taskArn"]: t for t in answer.get("tasks") or []}
         by_id = {task_id(a): t for a, t in by_arn.items()}
         failures = {f.get("arn"): f for f in answer.get("failures") or []}
-        now = time.monotonic()
+        now = time.time()
         out: dict[str, InfraStatus] = {}
-        for infra_id, arn in members:
+        for ref, arn in members:
             task = by_arn.get(arn) or by_id.get(task_id(arn))
             if task is not None:
                 self._saw(task)
-                out[infra_id] = task_status(task)
+                out[ref.infra_id] = task_status(task)
                 continue
-            submitted = self._submitted.get(arn)
-            if submitted is not None and now - submitted < self.settings.missing_grace_seconds:
-                out[infra_id] = InfraStatus(InfraPhase.PENDING)  # ECS reads lag RunTask
+            submitted = ref.connection.get("submitted_at") if ref.connection else None
+            if isinstance(submitted, int | float) and \
+                    now - submitted < self.settings.missing_grace_seconds:
+                out[ref.infra_id] = InfraStatus(InfraPhase.PENDING)  # ECS reads lag RunTask
                 continue
             failure = failures.get(arn) or {}
-            out[infra_id] = missing_status(failure.get("reason"))
+            out[ref.infra_id] = missing_status(failure.get("reason"))
         return out
 
     # ------------------------------------------------------------------ cancel / cleanup
 
-    async def cancel(self, infra_id: str, grace_seconds: float = 30.0) -> None:
+    async def cancel(self, ref: InfraRef, grace_seconds: float = 30.0) -> None:
         """StopTask. ECS sends SIGTERM, then SIGKILL after the container's stopTimeout
         (so ``grace_seconds`` is set in the task definition, not here)."""
-        region, cluster, arn = parse_infra_id(infra_id)
-        conn = self._connection_for(region, cluster)
+        conn, _, cluster, arn = connection_of(ref)
         try:
             await self.aws.call(conn, "ecs", "stop_task", cluster=_cluster_ref(arn, cluster),
                                 task=arn, reason=CANCEL_REASON)
@@ -529,13 +514,12 @@ class EcsProvider:
                 return  # already gone: nothing to stop
             raise
 
-    async def cleanup(self, infra_id: str) -> None:
+    async def cleanup(self, ref: InfraRef) -> None:
         """Deregister the run's task definition if it is marked for it and no task of
         its family still runs in the cluster."""
-        region, cluster, arn = parse_infra_id(infra_id)
-        conn = self._connection_for(region, cluster)
-        ref = _cluster_ref(arn, cluster)
-        task = await self._describe_one(conn, ref, arn)
+        conn, _, cluster, arn = connection_of(ref)
+        cluster_ref = _cluster_ref(arn, cluster)
+        task = await self._describe_one(conn, cluster_ref, arn)
         if task is None:
             return
         definition_arn = str(task.get("taskDefinitionArn") or "")
@@ -548,12 +532,12 @@ class EcsProvider:
             return
         if tag_value(answer.get("tags"), AUTO_DEREGISTER_TAG) != "true":
             return
-        running = await self.aws.call(conn, "ecs", "list_tasks", cluster=ref,
+        running = await self.aws.call(conn, "ecs", "list_tasks", cluster=cluster_ref,
                                       family=definition["family"], desiredStatus="RUNNING")
         others = [a for a in running.get("taskArns") or [] if a != arn]
         if others:
-            described = await self.aws.call(conn, "ecs", "describe_tasks", cluster=ref,
-                                            tasks=others[:DESCRIBE_BATCH])
+            described = await self.aws.call(conn, "ecs", "describe_tasks",
+                                            cluster=cluster_ref, tasks=others[:DESCRIBE_BATCH])
             if any(t.get("lastStatus") != "STOPPED" for t in described.get("tasks") or []):
                 return
         await self.aws.call(conn, "ecs", "deregister_task_definition",
@@ -574,11 +558,10 @@ class EcsProvider:
 
     # ------------------------------------------------------------------ logs
 
-    async def logs(self, infra_id: str, cursor: str | None) -> LogBatch:
-        """One page of the task's CloudWatch log stream after ``cursor`` (see
-        ``ecs_logs``); one GetLogEvents per call, ``log_page_size`` lines at most."""
-        region, cluster, arn = parse_infra_id(infra_id)
-        conn = self._connection_for(region, cluster)
+    async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
+        """One page of the task's CloudWatch log stream after ``cursor`` (see ``logs``);
+        one GetLogEvents per call, ``log_page_size`` lines at most."""
+        conn, _, cluster, arn = connection_of(ref)
         budget = self._log_buckets.get(conn)
         if budget is None:
             budget = AdaptiveTokenBucket(self.settings.log_read_rate,
@@ -586,10 +569,10 @@ class EcsProvider:
             self._log_buckets[conn] = budget
         if not budget.try_acquire():
             return LogBatch([], cursor)  # over the GetLogEvents budget: next poll
-        ref = _cluster_ref(arn, cluster)
+        cluster_ref = _cluster_ref(arn, cluster)
 
         async def describe() -> Mapping[str, Any] | None:
-            return self._seen.get(arn) or await self._describe_one(conn, ref, arn)
+            return self._seen.get(arn) or await self._describe_one(conn, cluster_ref, arn)
 
         try:
             batch = await self.log_reader.read(conn, arn, cursor, describe,
@@ -602,12 +585,20 @@ class EcsProvider:
         budget.on_success()
         return batch
 
+    # ------------------------------------------------------------------ events
+
+    def parse_events(self, headers: Mapping[str, str], body: bytes, *,
+                     shared_secret: str | None) -> EventDelivery:
+        """EventBridge "ECS Task State Change" events, as an API destination delivers
+        them, authenticated by the shared secret header (see ``events``)."""
+        return parse_delivery(headers, body, shared_secret=shared_secret)
+
     # ------------------------------------------------------------------ provisioning
 
     async def provision(self, pool_name: str, options: Mapping[str, Any], apply: bool = False,
                         *, on_step: Callable[[ProvisionStep], None] | None = None
                         ) -> ProvisionPlan:
-        """See ``ecs_provision.provision``."""
+        """See ``provision.provision``."""
         return await _provision(self.aws, pool_name, options, apply,
                                              on_step=on_step)
 
@@ -615,7 +606,7 @@ class EcsProvider:
                           apply: bool = False, *,
                           on_step: Callable[[ProvisionStep], None] | None = None
                           ) -> ProvisionPlan:
-        """See ``ecs_deprovision.deprovision``."""
+        """See ``deprovision.deprovision``."""
         return await _deprovision(self.aws, pool_name, provisioned, apply,
                                                on_step=on_step)
 

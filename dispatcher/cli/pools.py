@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher.cli_client import ApiError, client_from_env, segment
-from dispatcher.cli_output import (
+from dispatcher.cli.output import (
     CliError,
     Output,
     OutputOption,
@@ -19,6 +18,7 @@ from dispatcher.cli_output import (
     print_table,
     say,
 )
+from dispatcher.client import ApiError, client_from_env, segment
 
 pool_app = typer.Typer(help="Create, inspect and change work pools.", no_args_is_help=True,
                        rich_markup_mode=None)
@@ -108,7 +108,7 @@ def pool_create(
         body["base_job_template"] = read_template_file(base_job_template)
     with client_from_env() as client:
         if provision_infra:
-            from dispatcher import cli_provision
+            from dispatcher.cli import provision as cli_provision
 
             cli_provision.provider_for(pool_type)  # an unknown type or missing SDK fails first
             options = {k: v for k, v in {"region": region, "endpoint_url": endpoint_url,
@@ -233,7 +233,7 @@ def pool_delete(
         raise CliError(f"work pool {name!r} was not deleted", exit_code=1)
     with client_from_env() as client:
         if deprovision_infra:
-            from dispatcher import cli_provision
+            from dispatcher.cli import provision as cli_provision
 
             cli_provision.deprovision(name, client.get(_pool_path(name)), yes)
         client.delete(_pool_path(name))

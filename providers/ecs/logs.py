@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from providers.base import LogBatch, LogLine, PermanentProviderError
-from providers.ecs_aws import AwsClients, Connection, code_of
-from providers.ecs_events import main_container, task_id
+from providers.ecs.aws import AwsClients, Connection, code_of
+from providers.ecs.events import main_container, task_id
 
 DescribeTask = Callable[[], Awaitable[Mapping[str, Any] | None]]
 

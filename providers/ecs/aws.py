@@ -5,44 +5,38 @@ never blocks. Clients are made once per (service, region, endpoint, identity) an
 (they are thread safe; sessions are not, hence the lock). botocore's own retries are kept
 small (none for ECS) because the adapter retries itself and feeds throttling into its
 rate limiter; ``map_error`` turns every SDK failure into the two provider errors.
+boto3 is imported on the first call, not with this module, so loading the adapter (the
+registry, ``pushpool --help``, a cold start) costs nothing until an ECS pool is used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
-
-import boto3
-import botocore.loaders
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import RefreshableCredentials
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    ReadTimeoutError,
-)
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from providers.base import PermanentProviderError, ProviderError, RetryableProviderError
 
+if TYPE_CHECKING:
+    import boto3
+    import botocore.session
+
 T = TypeVar("T")
 
-# One model loader for every session: each new session would otherwise parse the
-# services' JSON models again (~0.1 s per client).
-_LOADER = botocore.loaders.create_loader()
+
+@cache
+def _loader() -> Any:
+    """One model loader for every session: each new session would otherwise parse the
+    services' JSON models again (~0.1 s per client)."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 THROTTLING_CODES = frozenset({
     "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
@@ -70,20 +64,42 @@ class Connection:
     session_name: str | None = None
 
 
+def _is_client_error(exc: BaseException) -> bool:
+    # Without botocore loaded, nothing can be one of its errors (and no import is paid).
+    exceptions = sys.modules.get("botocore.exceptions")
+    return exceptions is not None and isinstance(exc, exceptions.ClientError)
+
+
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
+    if _is_client_error(exc):
+        response: dict[str, Any] = getattr(exc, "response", {})
+        return str(response.get("Error", {}).get("Code", ""))
     return ""
 
 
 def error_message(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    if _is_client_error(exc):
+        response: dict[str, Any] = getattr(exc, "response", {})
+        return str(response.get("Error", {}).get("Message", "")) or str(exc)
     return str(exc)
 
 
 def map_error(exc: BaseException, action: str) -> ProviderError:
     """An SDK failure as RetryableProviderError or PermanentProviderError, AWS's words kept."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        ReadTimeoutError,
+    )
+
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, ClientError):
@@ -219,6 +235,8 @@ class AwsClients:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
+                from botocore.config import Config
+
                 attempts = self._attempts.get(service, self._other_attempts)
                 config = Config(
                     retries={"total_max_attempts": attempts, "mode": "standard"},
@@ -238,6 +256,8 @@ class AwsClients:
     def _session_locked(self, conn: Connection) -> boto3.Session:
         session = self._sessions.get(conn)
         if session is None:
+            import boto3
+
             session = boto3.Session(botocore_session=_core_session(),
                                     profile_name=conn.profile, region_name=conn.region)
             if conn.role_arn:
@@ -255,8 +275,10 @@ class AwsClients:
 
 
 def _core_session() -> botocore.session.Session:
+    import botocore.session
+
     core = botocore.session.get_session()
-    core.register_component("data_loader", _LOADER)
+    core.register_component("data_loader", _loader())
     return core
 
 
@@ -276,11 +298,15 @@ def _assumed_role_session(base: boto3.Session, conn: Connection) -> boto3.Sessio
         return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
                 "token": creds["SessionToken"], "expiry_time": creds["Expiration"].isoformat()}
 
+    from botocore.credentials import RefreshableCredentials
+
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role")
     core = _core_session()
     # botocore has no public setter for refreshable credentials on a session.
     core._credentials = credentials
+    import boto3
+
     return boto3.Session(botocore_session=core, region_name=base.region_name)
 
 

@@ -7,10 +7,22 @@ answers and event details, which carry the same task fields.
 
 from __future__ import annotations
 
+import hmac
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from providers.base import InfraPhase, InfraStatus, PermanentProviderError
+from providers.base import (
+    EventAuthError,
+    EventDelivery,
+    EventsNotEnabled,
+    InfraEvent,
+    InfraPhase,
+    InfraStatus,
+    PermanentProviderError,
+)
+
+SECRET_HEADER = "X-Pushpool-Events-Secret"
 
 # Every task pushpool starts carries startedBy "pushpool/<run>"; events for other tasks are
 # none of our business (a rule on a shared cluster sees them all).
@@ -152,3 +164,42 @@ def parse_task_state_change(event: Mapping[str, Any]) -> tuple[str, InfraStatus]
 def _arn_region(arn: str) -> str | None:
     parts = arn.split(":")
     return parts[3] if len(parts) > 3 and parts[3] else None
+
+
+def parse_delivery(headers: Mapping[str, str], body: bytes, *,
+                   shared_secret: str | None) -> EventDelivery:
+    """One EventBridge API-destination delivery: the shared secret checked in constant
+    time, then the event read. Events of other kinds or of tasks pushpool did not start
+    are taken and ignored (EventBridge must not retry them); a body that is no
+    EventBridge event at all is a ValueError."""
+    if shared_secret is None:
+        raise EventsNotEnabled(
+            "provider events are not enabled; set PUSHPOOL_EVENTS_SECRET on the server and "
+            f"send it in the {SECRET_HEADER} header")
+    given = _header(headers, SECRET_HEADER)
+    if not hmac.compare_digest(given.encode(), shared_secret.encode()):
+        raise EventAuthError(f"missing or wrong {SECRET_HEADER} header")
+    try:
+        event = json.loads(body or b"null")
+    except ValueError:
+        raise ValueError("body: not JSON; send the EventBridge event as it is") from None
+    if not isinstance(event, dict):
+        raise ValueError("body: expected an EventBridge event (a JSON object)")
+    missing = [k for k in ("source", "detail-type", "detail") if k not in event]
+    if missing or not isinstance(event.get("detail"), dict):
+        names = ", ".join(missing) or "detail"
+        raise ValueError(f"{names}: an EventBridge event needs source, detail-type and an "
+                         "object detail")
+    parsed = parse_task_state_change(event)
+    if parsed is None:
+        return EventDelivery(note="not an ECS task state change of a task pushpool started")
+    infra_id, status = parsed
+    run_id = str(event["detail"]["startedBy"]).removeprefix(STARTED_BY_PREFIX)
+    return EventDelivery([InfraEvent(infra_id, status, run_id)])
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    for key, value in headers.items():  # any mapping, case-insensitive like HTTP
+        if key.lower() == name.lower():
+            return value
+    return ""

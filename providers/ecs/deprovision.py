@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from providers.base import ProviderError, ProvisionPlan, ProvisionStep
-from providers.ecs_aws import AwsClients
-from providers.ecs_provision import (
+from providers.ecs.aws import AwsClients
+from providers.ecs.provision import (
     POOL_TAG,
     Apply,
     Context,

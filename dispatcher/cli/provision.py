@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from dispatcher.cli_output import CliError, console, say
+from dispatcher.cli.output import CliError, console, say
 
 
 def provider_for(pool_type: str) -> Any:

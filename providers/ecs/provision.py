@@ -28,7 +28,7 @@ from providers.base import (
     ProvisionStep,
     RetryableProviderError,
 )
-from providers.ecs_aws import AwsClients, Connection, code_of
+from providers.ecs.aws import AwsClients, Connection, code_of
 
 POOL_TAG = "pushpool:pool"
 MANAGED_TAG = "pushpool:managed-by"

@@ -15,16 +15,16 @@ import typer
 from typer.core import TyperGroup
 
 from dispatcher import __version__
-from dispatcher.cli_client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
-from dispatcher.cli_deploy import PlannedDeployment, load_deployments
-from dispatcher.cli_deployments import deployment_app
-from dispatcher.cli_output import (
+from dispatcher.cli.deploy import PlannedDeployment, load_deployments
+from dispatcher.cli.deployments import deployment_app
+from dispatcher.cli.output import (
     CliError,
     print_deploy_summary,
     report,
 )
-from dispatcher.cli_pools import pool_app, queue_app
-from dispatcher.cli_runs import run_app
+from dispatcher.cli.pools import pool_app, queue_app
+from dispatcher.cli.runs import run_app
+from dispatcher.client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
 
 
 class ErrorReportingGroup(TyperGroup):
@@ -147,5 +147,3 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()

@@ -12,8 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher.cli_client import ApiClient, client_from_env, segment
-from dispatcher.cli_output import (
+from dispatcher.cli.output import (
     CliError,
     Output,
     OutputOption,
@@ -26,6 +25,7 @@ from dispatcher.cli_output import (
     print_table,
     say,
 )
+from dispatcher.client import ApiClient, client_from_env, segment
 
 run_app = typer.Typer(help="List, inspect, follow, cancel and resubmit runs.",
                       no_args_is_help=True,

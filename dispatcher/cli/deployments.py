@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher.cli_args import (
+from dispatcher.cli.args import (
     parse_job_variables,
     parse_params,
     scheduled_time,
     split_deployment_name,
 )
-from dispatcher.cli_client import client_from_env, segment
-from dispatcher.cli_output import (
+from dispatcher.cli.output import (
     CliError,
     Output,
     OutputOption,
@@ -26,7 +25,8 @@ from dispatcher.cli_output import (
     print_table,
     say,
 )
-from dispatcher.cli_runs import watch_exit_code, watch_run
+from dispatcher.cli.runs import watch_exit_code, watch_run
+from dispatcher.client import client_from_env, segment
 
 deployment_app = typer.Typer(help="List, inspect, pause and run deployments.",
                              no_args_is_help=True, rich_markup_mode=None)

@@ -23,7 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.cli_output import CliError
+from dispatcher.cli.output import CliError
 
 if TYPE_CHECKING:
     import yaml

@@ -1,0 +1,10 @@
+"""The rules above the store: what the API, the engine and the serverless tick all call.
+
+The store reads and writes; these modules decide. ``pools`` and ``deployments`` check
+templates and job variables against the pool type's adapter, ``events`` applies pushed
+provider events to runs. Each function is plain and awaits the store; none holds state.
+"""
+
+from dispatcher.operations import deployments, events, pools
+
+__all__ = ["deployments", "events", "pools"]

@@ -1,0 +1,43 @@
+"""Work-pool rules: a pool's type must be one the registry knows, and a pool without a
+template starts with its adapter's default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher import store, templates
+from dispatcher.errors import InvalidInput
+from dispatcher.models import WorkPool, WorkPoolCreate
+from dispatcher.store import Database
+from providers import registry
+
+
+def check_pool_type(pool_type: str) -> None:
+    if not registry.is_known(pool_type):
+        choices = ", ".join(sorted(registry.available_types()))
+        raise InvalidInput("type", f"unknown pool type {pool_type!r}",
+                           f"choose one of: {choices}")
+
+
+def default_base_job_template(pool_type: str) -> dict[str, Any]:
+    """The template a new pool of this type starts with (422 naming ``type`` if unknown
+    or if its SDK is not installed)."""
+    check_pool_type(pool_type)
+    try:
+        provider = registry.get_provider(pool_type)
+    except registry.ProviderUnavailable as exc:
+        raise InvalidInput("type", str(exc)) from exc
+    return provider.default_base_job_template()
+
+
+async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
+    """A pool and its default queue; its template is checked before anything is stored."""
+    check_pool_type(data.type)
+    template = data.base_job_template or default_base_job_template(data.type)
+    field = "base_job_template" if data.base_job_template else "type"
+    try:
+        templates.validate_base_job_template(template)
+    except templates.TemplateError as exc:
+        raise InvalidInput(exc.field if field == "base_job_template" else field,
+                           exc.message, exc.fix) from exc
+    return await store.create_pool(db, data.model_copy(update={"base_job_template": template}))
