@@ -130,7 +130,7 @@ def task_status(task: Mapping[str, Any]) -> InfraStatus:
 def missing_status(reason: str | None = None) -> InfraStatus:
     """A task ECS has no record of (stopped tasks are kept for about an hour)."""
     detail = reason or "MISSING"
-    return InfraStatus(InfraPhase.CRASHED, None,
+    return InfraStatus(InfraPhase.MISSING, None,
                        f"{detail}: ECS has no record of the task (it never started, or it "
                        f"stopped more than about an hour ago)")
 
