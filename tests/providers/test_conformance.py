@@ -8,8 +8,8 @@ earlier call in the same process, only on the ``InfraRef`` the store keeps.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import subprocess
 import sys
 import uuid
 from typing import Any
@@ -182,6 +182,9 @@ async def test_importing_the_adapter_does_not_import_its_sdk(harness: ProviderHa
     code = (f"import sys, {harness.package}\n"
             f"loaded = [m for m in {list(harness.sdk_modules)!r} if m in sys.modules]\n"
             "print(','.join(loaded))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "", f"{harness.package} imported {done.stdout.strip()}"
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                 stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    assert child.returncode == 0
+    loaded = out.decode().strip()
+    assert loaded == "", f"{harness.package} imported {loaded}"
