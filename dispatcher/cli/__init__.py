@@ -1,7 +1,7 @@
 """``pushpool``: the command line. Typer + Rich, and it talks only to the HTTP API.
 
-The command groups live in cli_pools (work-pool, work-queue), cli_deployments (deployment),
-cli_runs (run); this module holds the root, ``deploy`` (pushpool.yaml) and ``server start``.
+The command groups live in pools (work-pool, work-queue), deployments (deployment) and
+runs (run); this module holds the root, ``deploy`` (pushpool.yaml) and ``server start``.
 Start-up budget: ``pushpool --help`` under 300 ms, so httpx, yaml, pydantic, rich.table and the
 server are imported inside the commands that need them, and help is plain text (Typer's Rich
 help formatter alone costs ~150 ms).

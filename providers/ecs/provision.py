@@ -8,7 +8,7 @@ VPC, a VPC with an internet gateway, public subnets and a route table.
 
 Everything made carries the tag ``pushpool:pool=<pool>``. Planning reads only; each step
 is "create" or "exists", so a rerun makes nothing, and a run stopped by a failure is
-finished by the next. ``ecs_deprovision`` removes what carries the pool's tag.
+finished by the next. ``deprovision`` removes what carries the pool's tag.
 """
 
 from __future__ import annotations

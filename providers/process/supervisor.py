@@ -1,6 +1,6 @@
 """The small process that owns one local job: spawns it, records its logs and its exit.
 
-``providers.process`` starts ``python -I process_supervisor.py RUN_DIR`` in a session of its
+``providers.process`` starts ``python -I supervisor.py RUN_DIR`` in a session of its
 own and writes a JSON launch payload (argv, env, cwd, capture) to the supervisor's stdin,
 then closes it. The supervisor spawns the job in a process group of its own, appends each
 stdout/stderr line to ``logs.jsonl`` and, when the job ends, writes ``exit.json``. Nothing
@@ -238,7 +238,7 @@ def read_payload() -> dict[str, Any]:
 
 def main(args: list[str]) -> int:
     if len(args) != 1:
-        print("usage: process_supervisor.py RUN_DIR  (launch payload on stdin)", file=sys.stderr)
+        print("usage: supervisor.py RUN_DIR  (launch payload on stdin)", file=sys.stderr)
         return 2
     supervisor = Supervisor(os.path.abspath(args[0]))
     supervisor.install_signal_handlers()
