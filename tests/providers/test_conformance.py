@@ -9,6 +9,7 @@ earlier call in the same process, only on the ``InfraRef`` the store keeps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import uuid
@@ -145,6 +146,37 @@ async def test_cancel_stops_a_running_job_from_a_fresh_instance(
     await other.cancel(stored(ref), grace_seconds=1)
     status = await final_status(harness, other, stored(ref))
     assert status.phase is InfraPhase.CANCELLED
+
+
+async def test_a_run_submitted_by_another_process_is_followed_here(
+        harness: ProviderHarness) -> None:
+    """Status, logs and cancel from a fresh instance in this process, for a job another
+    process submitted: all this one has is the reference, read back as the store does."""
+    spec = harness.job_spec(new_run(), 1, Job(exit_code=None, lines=["from the other one"]))
+    code = ("import asyncio, json, sys\n"
+            "from providers.base import JobSpec\n"
+            f"from {harness.package} import PROVIDER\n"
+            "spec = JobSpec(**json.loads(sys.stdin.read()))\n"
+            "print(json.dumps(asyncio.run(PROVIDER.submit(spec)).to_json()))")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                 stdin=asyncio.subprocess.PIPE,
+                                                 stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate(json.dumps(dataclasses.asdict(spec)).encode())
+    assert child.returncode == 0
+    ref = InfraRef.from_json(json.loads(out.decode().strip().splitlines()[-1]))
+    here = harness.new_provider()
+
+    async def running_with_its_line() -> bool:
+        await harness.advance(here, ref)
+        if (await here.status(ref)).phase is not InfraPhase.RUNNING:
+            return False
+        return "from the other one" in [line.message for line in
+                                        (await here.logs(ref, None)).lines]
+
+    await wait_for(running_with_its_line, timeout=FINAL_WAIT, interval=0.05,
+                   what="the other process's job to run and log")
+    await here.cancel(ref, grace_seconds=1)
+    assert (await final_status(harness, here, ref)).phase is InfraPhase.CANCELLED
 
 
 async def test_logs_come_in_order_and_a_cursor_never_repeats(harness: ProviderHarness) -> None:
