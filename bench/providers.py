@@ -114,10 +114,17 @@ async def ecs_target() -> AsyncIterator[Target]:
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
+def aci_target() -> AbstractAsyncContextManager[Target]:
+    from bench.aci_case import aci_target as made  # imported late: it imports this module
+
+    return made()
+
+
 # One entry per adapter: pool type -> its emulator set-up.
 TARGETS: dict[str, Callable[[], AbstractAsyncContextManager[Target]]] = {
     "process": process_target,
     "ecs:push": ecs_target,
+    "azure-container-instance:push": aci_target,
 }
 
 

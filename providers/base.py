@@ -87,7 +87,7 @@ class InfraRef:
     """
 
     infra_id: str
-    connection: Mapping[str, Any] = field(default_factory=dict)
+    connection: Mapping[str, Any] = field(default_factory=dict, repr=False)  # secret
     console_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:

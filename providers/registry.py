@@ -23,6 +23,8 @@ class ProviderEntry:
 KNOWN_PROVIDERS: dict[str, ProviderEntry] = {
     "process": ProviderEntry("providers.process", None, "Local child process (embedded default)"),
     "ecs:push": ProviderEntry("providers.ecs", "aws", "AWS ECS Fargate"),
+    "azure-container-instance:push": ProviderEntry("providers.aci", "azure",
+                                                   "Azure Container Instances"),
 }
 
 _registered: dict[str, ProviderEntry] = {}

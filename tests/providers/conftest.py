@@ -16,6 +16,7 @@ from tests.providers.harness import ProviderHarness
 HARNESSES: list[str] = [
     "tests.providers.process_harness:ProcessHarness",
     "tests.providers.ecs_harness:EcsMotoHarness",
+    "tests.providers.aci_harness:AciHarness",
 ]
 
 
