@@ -39,6 +39,7 @@ class RecordingEngine:
 
     wakes: int = 0
     schedule_changes: int = 0
+    infra_changes: int = 0
     cancelled: list[str] = field(default_factory=list)
 
     def wake(self) -> None:
@@ -49,6 +50,9 @@ class RecordingEngine:
 
     def notify_cancel(self, run_id: str) -> None:
         self.cancelled.append(run_id)
+
+    def infra_changed(self) -> None:
+        self.infra_changes += 1
 
 
 # ``db`` comes from conftest.py: every test here runs on SQLite and on PostgreSQL.

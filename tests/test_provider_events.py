@@ -114,3 +114,20 @@ async def test_foreign_and_mismatched_events_change_nothing(
     assert (await store.get_run(db, run_id)).state is RunState.PENDING
     bad = await client.post("/api/events/aws/ecs", json={"detail": {}}, headers=HEADERS)
     assert bad.status == 422
+
+
+async def test_a_delivery_with_events_wakes_the_engine_and_one_without_does_not(
+        db: Database, tmp_path: Path) -> None:
+    from tests.test_api import RecordingEngine
+
+    engine = RecordingEngine()
+    settings = Settings(home=tmp_path, api_token=None, events_secret=SecretStr(SECRET))
+    run_id = await submitted_run(db)
+    async with TestClient(TestServer(create_app(db, engine, settings))) as c:
+        foreign = await c.post("/api/events/aws/ecs", headers=HEADERS,
+                               json=event_for(run_id, startedBy="someone-else"))
+        assert foreign.status == 202 and engine.infra_changes == 0
+        stale = event_for(run_id, lastStatus="PROVISIONING", desiredStatus="RUNNING",
+                          stopCode=None, stoppedReason=None)
+        answer = await c.post("/api/events/ecs", json=stale, headers=HEADERS)  # short name
+        assert (await answer.json())["applied"] is False and engine.infra_changes == 1

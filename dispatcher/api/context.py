@@ -38,6 +38,9 @@ class EngineHandle(Protocol):
     def schedules_changed(self) -> None:
         """A deployment's schedules or pause changed: materialise its runs again."""
 
+    def infra_changed(self) -> None:
+        """A provider pushed news of a run's infrastructure: claim and read statuses now."""
+
 
 def db_of(request: web.Request) -> Database:
     return cast("Database", request.app[DB_KEY])
@@ -61,6 +64,17 @@ def wake_engine(request: web.Request) -> None:
         engine.wake()
     except Exception:
         log.exception("engine.wake() failed; the run will be picked up on the next timer")
+
+
+def infra_changed(request: web.Request) -> None:
+    """A provider event arrived: the engine claims and reads statuses now."""
+    engine = _engine_of(request)
+    if engine is None:
+        return
+    try:
+        engine.infra_changed()
+    except Exception:
+        log.exception("engine.infra_changed() failed; the next poll will read the status")
 
 
 def schedules_changed(request: web.Request) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from dispatcher.api.context import db_of, settings_of, wake_engine
+from dispatcher.api.context import db_of, infra_changed, settings_of
 from dispatcher.api.routing import Call, json_model
 from dispatcher.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from dispatcher.models import RunState
@@ -84,8 +84,10 @@ async def _deliver(request: web.Request, name: str) -> web.StreamResponse:
         return web.json_response(delivery.reply, status=200)
     db = db_of(request)
     outcomes = [await apply_event(db, event) for event in delivery.events]
-    if any(o.applied and o.state is not None and o.state.is_final for o in outcomes):
-        wake_engine(request)  # a slot may have freed
+    if delivery.events:
+        # A freed slot, or news the event could not carry (an ARM write event says only
+        # that something changed): the engine looks again now rather than at its timer.
+        infra_changed(request)
     results = [ProviderEventResult(applied=o.applied, run_id=o.run_id, state=o.state,
                                    reason=o.reason) for o in outcomes]
     if len(results) == 1:

@@ -55,6 +55,12 @@ class Engine:
     def schedules_changed(self) -> None:
         self.scheduler.wake()
 
+    def infra_changed(self) -> None:
+        """A provider pushed news of a run's infrastructure: claim (a slot may have
+        freed) and read statuses now rather than at the next poll."""
+        self.dispatcher.wake()
+        self.watcher.wake()
+
     def notify_cancel(self, run_id: str) -> None:
         self.watcher.wake()
 
