@@ -38,7 +38,7 @@ async def _deploy(db: Database, name: str, queue: str = "default",
 
 
 async def _run(db: Database, deployment: str, seconds_ago: float = 10) -> str:
-    run, _ = await store.create_run(db, f"f/{deployment}", RunCreate(
+    run, _ = await operations.runs.create_run(db, f"f/{deployment}", RunCreate(
         scheduled_time=utcnow() - timedelta(seconds=seconds_ago)))
     return run.id
 
@@ -229,7 +229,7 @@ async def test_next_wakeup_is_the_earliest_due_time(db: Database, state: RunStat
     await _deploy(db, "d")
     assert await store.next_wakeup(db) is None
     when = utcnow() + timedelta(minutes=5)
-    await store.create_run(db, "f/d", RunCreate(scheduled_time=when))
+    await operations.runs.create_run(db, "f/d", RunCreate(scheduled_time=when))
     wake = await store.next_wakeup(db)
     assert wake is not None and abs((wake - when).total_seconds()) < 0.01
     await store.update_pool(db, "p", WorkPoolUpdate(paused=True))
@@ -255,8 +255,8 @@ async def test_next_wakeup_skips_a_paused_queue(db: Database) -> None:
     await _deploy(db, "d")
     await _deploy(db, "h", queue="high")
     soon, later = utcnow() + timedelta(minutes=1), utcnow() + timedelta(minutes=9)
-    await store.create_run(db, "f/h", RunCreate(scheduled_time=soon))
-    await store.create_run(db, "f/d", RunCreate(scheduled_time=later))
+    await operations.runs.create_run(db, "f/h", RunCreate(scheduled_time=soon))
+    await operations.runs.create_run(db, "f/d", RunCreate(scheduled_time=later))
     await store.update_queue(db, "p", "high", WorkQueueUpdate(paused=True))
     wake = await store.next_wakeup(db)
     assert wake is not None and abs((wake - later).total_seconds()) < 0.01

@@ -159,8 +159,8 @@ async def test_out_of_attempts_or_refused_is_a_dead_letter(pool: Database,
                                                            tmp_path: Path) -> None:
     await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"]))
-    flaky, _ = await store.create_run(pool, "f/d", RunCreate())
-    refused, _ = await store.create_run(pool, "f/d", RunCreate())
+    flaky, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
+    refused, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     FAULTS.hang_first[flaky.id] = 10
     FAULTS.permanent[refused.id] = "AccessDenied: not allowed to run tasks"
     engine = Engine(pool, engine_settings(tmp_path, submit_max_attempts=3,
@@ -218,8 +218,8 @@ async def test_parked_runs_past_their_deadline_fail_while_the_breaker_holds_the_
     await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"],
         submit_deadline_seconds=60))
-    old, _ = await store.create_run(pool, "f/d", RunCreate())
-    young, _ = await store.create_run(pool, "f/d", RunCreate())
+    old, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
+    young, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     await store.claim_runs(pool, "a", limit=10, lease_seconds=30)
     now = utcnow()
     await store.park_runs(pool, "a", [
@@ -241,7 +241,7 @@ async def test_parked_runs_past_their_deadline_fail_while_the_breaker_holds_the_
 async def test_parked_runs_keep_their_attempt_and_are_taken_up_at_once(pool: Database) -> None:
     await operations.deployments.apply_deployment(pool, DeploymentApply(
         name="d", flow_name="f", pool_name="flaky", command=["job"]))
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     (first,) = await store.claim_due_runs(pool, "a", limit=5, lease_seconds=30)
     assert await store.park_runs(pool, "a", [(run.id, [submit_error("x", utcnow())])],
                                  "handed back") == [run.id]

@@ -69,7 +69,7 @@ async def test_run_for_now_reaches_the_provider_without_polling(pool: Database) 
     await eng.start()
     try:
         await wait_for(lambda: eng.dispatcher._wake.is_set() is False, what="idle loop")
-        run, _ = await store.create_run(pool, "f/d", RunCreate())
+        run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
         eng.wake()
         await wait_for(lambda: STATE.submits[run.id] == 1, timeout=3, what="submit")
         await wait_for(lambda: state_of(pool, run.id), what="state")
@@ -79,7 +79,7 @@ async def test_run_for_now_reaches_the_provider_without_polling(pool: Database) 
 
 
 async def test_next_scheduled_run_is_a_timer(engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate(
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate(
         scheduled_time=utcnow() + timedelta(seconds=0.5)))
     engine.wake()
     assert STATE.submits[run.id] == 0
@@ -96,7 +96,7 @@ async def test_runs_due_soon_are_claimed_ahead_and_submitted_at_their_time(
     # are claimed ahead (PENDING before their time) and called in at their time, not before.
     eng = Engine(pool, fast_settings(claim_ahead_seconds=5.0, claim_batch_size=5))
     slot = utcnow() + timedelta(seconds=3)
-    created = [await store.create_run(pool, "f/d", RunCreate(scheduled_time=slot))
+    created = [await operations.runs.create_run(pool, "f/d", RunCreate(scheduled_time=slot))
                for _ in range(12)]
     run_ids = [run.id for run, _ in created]
     await eng.start()
@@ -115,7 +115,7 @@ async def test_runs_due_soon_are_claimed_ahead_and_submitted_at_their_time(
 
 
 async def test_run_follows_provider_to_completion(engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     engine.wake()
     await wait_for(lambda: STATE.submits[run.id] == 1, what="submit")
     await wait_for(lambda: _is(pool, run.id, RunState.RUNNING), what="RUNNING")
@@ -136,7 +136,7 @@ async def _is(db: Database, run_id: str, state: RunState) -> bool:
 
 async def test_lost_lease_is_submitted_exactly_once_by_the_next_dispatcher(
         pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     # A dispatcher claims the run, then vanishes before submitting.
     claimed = await store.claim_due_runs(pool, "vanished", limit=10, lease_seconds=0.3)
     assert [c.run_id for c in claimed] == [run.id]
@@ -153,7 +153,7 @@ async def test_lost_lease_is_submitted_exactly_once_by_the_next_dispatcher(
 
 async def test_retryable_errors_back_off_then_submit_once(engine: Engine,
                                                           pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     STATE.retryable_failures[run.id] = 2
     engine.wake()
     await wait_for(lambda: STATE.submits[run.id] == 1, timeout=10, what="submit")
@@ -162,7 +162,7 @@ async def test_retryable_errors_back_off_then_submit_once(engine: Engine,
 
 async def test_permanent_error_fails_the_run_with_the_providers_message(
         engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     STATE.permanent[run.id] = "image not found: nope:latest"
     engine.wake()
     await wait_for(lambda: _is(pool, run.id, RunState.FAILED), what="FAILED")
@@ -172,7 +172,7 @@ async def test_permanent_error_fails_the_run_with_the_providers_message(
 
 
 async def test_cancel_running_run(engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     engine.wake()
     await wait_for(lambda: _is(pool, run.id, RunState.RUNNING), what="RUNNING")
     cancelling = await store.cancel_run(pool, run.id)
@@ -183,14 +183,14 @@ async def test_cancel_running_run(engine: Engine, pool: Database) -> None:
 
 
 async def test_cancel_scheduled_run_never_submits(engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate(
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate(
         scheduled_time=utcnow() + timedelta(hours=1)))
     assert (await store.cancel_run(pool, run.id)).state is RunState.CANCELLED
     assert STATE.submits[run.id] == 0
 
 
 async def test_timeout_cancels_and_fails_the_run(engine: Engine, pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate(job_variables={"timeout": 1}))
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate(job_variables={"timeout": 1}))
     engine.wake()
     await wait_for(lambda: _is(pool, run.id, RunState.FAILED), timeout=10, what="timeout")
     final = await store.get_run(pool, run.id)
@@ -201,7 +201,7 @@ async def test_timeout_cancels_and_fails_the_run(engine: Engine, pool: Database)
 async def test_paused_pool_keeps_runs_scheduled_until_resumed(engine: Engine,
                                                                pool: Database) -> None:
     await store.update_pool(pool, "rec", WorkPoolUpdate(paused=True, late_after_seconds=0))
-    run, _ = await store.create_run(pool, "f/d", RunCreate(
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate(
         scheduled_time=utcnow() - timedelta(seconds=5)))
     engine.wake()
     listed = await store.list_runs(pool)
@@ -242,7 +242,7 @@ async def test_pool_limit_holds_while_runs_are_active(pool: Database) -> None:
     eng = Engine(pool, fast_settings())
     await eng.start()
     try:
-        ids = [(await store.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(5)]
+        ids = [(await operations.runs.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(5)]
         eng.wake()
         await wait_for(lambda: sum(STATE.submits.values()) == 2, what="two submits")
         await eng.dispatcher.claim_once()
@@ -260,8 +260,8 @@ async def test_stop_hands_back_unstarted_claims_and_keeps_started_ones_leased(
     STATE.hang = True
     eng = Engine(pool, fast_settings(submit_concurrency=1, submit_timeout_seconds=0.5))
     await eng.start()
-    first, _ = await store.create_run(pool, "f/d", RunCreate())
-    second, _ = await store.create_run(pool, "f/d", RunCreate(
+    first, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
+    second, _ = await operations.runs.create_run(pool, "f/d", RunCreate(
         scheduled_time=utcnow() + timedelta(milliseconds=1)))
     eng.wake()
     await wait_for(lambda: eng.dispatcher.is_in_flight(second.id), what="both claimed")

@@ -85,7 +85,7 @@ async def history(db: Database, run_id: str) -> list[str]:
 async def test_every_run_is_submitted_once_or_fails_with_the_providers_message(
         pool: Database) -> None:
     FAULTS.retryable_share, FAULTS.hang_share = 0.30, 0.05
-    ids = [(await store.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(RUNS)]
+    ids = [(await operations.runs.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(RUNS)]
     refused = {run_id: f"image not found: bad-{i}:latest" for i, run_id in enumerate(ids[:10])}
     FAULTS.permanent.update(refused)
     slow = ids[10:15]  # their first 8 calls hang: they retry for longer than a lease
@@ -179,7 +179,7 @@ async def pool_row(db: Database) -> tuple[bool, str | None, str | None]:
 
 async def test_breaker_pauses_a_failing_pool_probes_it_and_resumes_it(pool: Database) -> None:
     FAULTS.down = True
-    ids = [(await store.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(12)]
+    ids = [(await operations.runs.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(12)]
     engine = await started(pool, breaker_settings())
     try:
         engine.wake()
@@ -221,7 +221,7 @@ async def _paused_by_breaker(db: Database) -> bool:
 
 async def test_any_replica_probes_a_breaker_paused_pool(pool: Database) -> None:
     """The replica that tripped the breaker may be gone: another one probes and resumes."""
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     assert await store.open_pool_breaker(pool, "flaky", "circuit breaker: test",
                                          utcnow() - timedelta(seconds=1))
     engine = await started(pool, breaker_settings())
@@ -240,7 +240,7 @@ async def _is(db: Database, run_id: str, state: RunState) -> bool:
 
 
 async def test_breaker_never_touches_a_users_pause(pool: Database) -> None:
-    run, _ = await store.create_run(pool, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(pool, "f/d", RunCreate())
     await store.update_pool(pool, "flaky", WorkPoolUpdate(paused=True))
     # The breaker cannot take over a user's pause, nor resume it...
     assert not await store.open_pool_breaker(pool, "flaky", "circuit breaker: x", utcnow())
@@ -260,7 +260,7 @@ async def test_breaker_never_touches_a_users_pause(pool: Database) -> None:
 
 
 async def test_probe_is_one_run_per_pool_and_blocks_other_probers(pool: Database) -> None:
-    ids = [(await store.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(3)]
+    ids = [(await operations.runs.create_run(pool, "f/d", RunCreate()))[0].id for _ in range(3)]
     await store.open_pool_breaker(pool, "flaky", "circuit breaker: test", utcnow())
     later = utcnow() + timedelta(seconds=1)
     claim = await store.claim_runs(pool, "a", limit=10, lease_seconds=30, now=later)

@@ -19,7 +19,7 @@ async def _deploy(db: Database, pool: str, name: str) -> None:
 
 
 async def _run(db: Database, name: str) -> str:
-    run, _ = await store.create_run(db, f"f/{name}", RunCreate())
+    run, _ = await operations.runs.create_run(db, f"f/{name}", RunCreate())
     return run.id
 
 

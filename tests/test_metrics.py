@@ -59,9 +59,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_are_text_with_runs_by_state_and_breaker_state(
         pools: Database, tmp_path: Path) -> None:
     for _ in range(2):
-        await store.create_run(pools, "f/d", RunCreate(
+        await operations.runs.create_run(pools, "f/d", RunCreate(
             scheduled_time=utcnow() + timedelta(hours=1)))
-    failed, _ = await store.create_run(pools, "f/d", RunCreate())
+    failed, _ = await operations.runs.create_run(pools, "f/d", RunCreate())
     await store.set_run_state(pools, failed.id, RunState.FAILED, "no")
     await store.open_pool_breaker(pools, "q", "circuit breaker: test", utcnow())
     async for client in serve(pools, Settings(home=tmp_path, api_token=None)):
@@ -111,13 +111,13 @@ async def test_engine_counts_what_it_does(pools: Database) -> None:
     }
     before = {k: value(**c) for k, c in counters.items()}
 
-    throttled_run, _ = await store.create_run(pools, "f/d", RunCreate())
+    throttled_run, _ = await operations.runs.create_run(pools, "f/d", RunCreate())
     STATE.retryable_failures[throttled_run.id] = 2  # the inner provider throttles twice
-    slow, _ = await store.create_run(pools, "f/d", RunCreate())
+    slow, _ = await operations.runs.create_run(pools, "f/d", RunCreate())
     FAULTS.hang_first[slow.id] = 1
-    refused, _ = await store.create_run(pools, "f/d", RunCreate())
+    refused, _ = await operations.runs.create_run(pools, "f/d", RunCreate())
     FAULTS.permanent[refused.id] = "bad image"
-    await store.create_run(pools, "f/d", RunCreate())
+    await operations.runs.create_run(pools, "f/d", RunCreate())
     await store.claim_due_runs(pools, "vanished", limit=10, lease_seconds=0.2)
 
     engine = Engine(pools, Settings(
@@ -157,7 +157,7 @@ async def test_dispatch_latency_and_skipped_runs(pools: Database) -> None:
     missed = run_rows(target, [now - timedelta(seconds=600), now - timedelta(seconds=300)],
                       now)
     await insert_scheduled_runs(pools, missed)
-    ran, _ = await store.create_run(pools, "f/d", RunCreate())
+    ran, _ = await operations.runs.create_run(pools, "f/d", RunCreate())
     engine = Engine(pools, Settings(lease_seconds=30, watch_interval_seconds=0.05,
                                     scheduler_interval_seconds=3600))
     await engine.start()

@@ -59,7 +59,7 @@ async def _slots(db: Database, *seconds_ago: float) -> list[str]:
 
 
 async def _manual(db: Database, seconds_ago: float) -> str:
-    run, _ = await store.create_run(db, "f/d", RunCreate(
+    run, _ = await operations.runs.create_run(db, "f/d", RunCreate(
         scheduled_time=utcnow() - timedelta(seconds=seconds_ago)))
     return run.id
 
@@ -171,7 +171,7 @@ async def test_policies_leave_other_deployments_alone(db_pool: Database) -> None
     await operations.deployments.apply_deployment(db_pool, DeploymentApply(
         name="other", flow_name="f", pool_name="p", command=["true"],
         schedules=[ScheduleSpec(interval=3600)]))
-    other, _ = await store.create_run(db_pool, "f/other", RunCreate(
+    other, _ = await operations.runs.create_run(db_pool, "f/other", RunCreate(
         scheduled_time=utcnow() - timedelta(seconds=300)))
     (mine,) = [t for t in await active_schedules(db_pool) if t.deployment_name == "d"]
     rows = run_rows(mine, [utcnow() - timedelta(seconds=300)], utcnow())
@@ -191,10 +191,10 @@ async def test_cancel_previous_through_the_engine(db: Database) -> None:
                                  scheduler_interval_seconds=3600, cancel_grace_seconds=0.5))
     await engine.start()
     try:
-        first, _ = await store.create_run(db, "f/d", RunCreate())
+        first, _ = await operations.runs.create_run(db, "f/d", RunCreate())
         engine.wake()
         await wait_for(lambda: _is(db, first.id, RunState.RUNNING), what="first running")
-        second, _ = await store.create_run(db, "f/d", RunCreate())
+        second, _ = await operations.runs.create_run(db, "f/d", RunCreate())
         engine.wake()
         await wait_for(lambda: _is(db, first.id, RunState.CANCELLED), what="first cancelled")
         await wait_for(lambda: _is(db, second.id, RunState.RUNNING), what="second running")

@@ -37,7 +37,7 @@ async def submitted_run(db: Database, infra_id: str = INFRA_ID) -> str:
         name="d", flow_name="f", pool_name="aws", image="ghcr.io/example/flows:1",
         command=["python", "-m", "flows.hello"],
         job_variables={"execution_role_arn": "arn:aws:iam::111122223333:role/exec"}))
-    run, _ = await store.create_run(db, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(db, "f/d", RunCreate())
     await store.claim_due_runs(db, "me", limit=1, lease_seconds=60)
     await store.record_submissions(db, "me", [store.SubmissionRecord(
         run.id, infra_id, None, {}, None, "submitted")])

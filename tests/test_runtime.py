@@ -608,7 +608,7 @@ async def test_state_reports_are_idempotent_and_refused_after_the_end(db: Databa
     await operations.pools.create_pool(db, WorkPoolCreate(name="p", type="process"))
     await operations.deployments.apply_deployment(db, DeploymentApply(
         name="d", flow_name="f", pool_name="p", entrypoint="f.py:f"))
-    run, _ = await store.create_run(db, "f/d", RunCreate())
+    run, _ = await operations.runs.create_run(db, "f/d", RunCreate())
     with pytest.raises(Conflict, match="SCHEDULED; it must not start"):
         await store.report_run_state(db, run.id, RunState.RUNNING)
     await store.set_run_state(db, run.id, RunState.PENDING, "claimed")

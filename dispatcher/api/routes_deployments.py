@@ -74,7 +74,7 @@ async def delete_deployment(request: web.Request, call: Call) -> web.StreamRespo
 
 
 async def create_run(request: web.Request, call: Call) -> web.StreamResponse:
-    run, created = await store.create_run(db_of(request), deployment_ref(request),
+    run, created = await operations.runs.create_run(db_of(request), deployment_ref(request),
                                           call.body_as(RunCreate),
                                           idempotency_key=idempotency_key(request))
     if created:
@@ -84,7 +84,7 @@ async def create_run(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def webhook(request: web.Request, call: Call) -> web.StreamResponse:
     payload = call.body_as(WebhookPayload)
-    run, created = await store.create_run(db_of(request), deployment_ref(request),
+    run, created = await operations.runs.create_run(db_of(request), deployment_ref(request),
                                           RunCreate(parameters=payload.parameters),
                                           idempotency_key=idempotency_key(request))
     if created:

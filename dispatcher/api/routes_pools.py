@@ -35,7 +35,7 @@ async def get_pool(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def update_pool(request: web.Request, call: Call) -> web.StreamResponse:
     data = call.body_as(WorkPoolUpdate)
-    pool = await store.update_pool(db_of(request), request.match_info["pool"], data)
+    pool = await operations.pools.update_pool(db_of(request), request.match_info["pool"], data)
     if may_free_runs(data):
         wake_engine(request)
     return json_model(pool)
@@ -47,13 +47,13 @@ async def delete_pool(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def pause_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    pool = await store.update_pool(db_of(request), request.match_info["pool"],
+    pool = await operations.pools.update_pool(db_of(request), request.match_info["pool"],
                                    WorkPoolUpdate(paused=True))
     return json_model(pool)
 
 
 async def resume_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    pool = await store.update_pool(db_of(request), request.match_info["pool"],
+    pool = await operations.pools.update_pool(db_of(request), request.match_info["pool"],
                                    WorkPoolUpdate(paused=False))
     wake_engine(request)
     return json_model(pool)

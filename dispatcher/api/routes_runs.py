@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dispatcher import store
+from dispatcher import operations, store
 from dispatcher.api.context import db_of, notify_cancel, wake_engine
 from dispatcher.api.display import with_display_state
 from dispatcher.api.routing import Call, json_model, json_models
@@ -36,7 +36,7 @@ async def cancel_run(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def resubmit_run(request: web.Request, call: Call) -> web.StreamResponse:
     db = db_of(request)
-    run, created = await store.resubmit_run(db, request.match_info["id"])
+    run, created = await operations.runs.resubmit_run(db, request.match_info["id"])
     if created:
         wake_engine(request)
     (run,) = await with_display_state(db, [run])

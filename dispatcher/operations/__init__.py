@@ -5,6 +5,6 @@ templates and job variables against the pool type's adapter, ``events`` applies 
 provider events to runs. Each function is plain and awaits the store; none holds state.
 """
 
-from dispatcher.operations import deployments, events, pools
+from dispatcher.operations import deployments, events, pools, runs
 
-__all__ = ["deployments", "events", "pools"]
+__all__ = ["deployments", "events", "pools", "runs"]

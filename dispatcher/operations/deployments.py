@@ -8,6 +8,7 @@ from typing import Any
 from dispatcher import store, templates
 from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.models import Deployment, DeploymentApply
+from dispatcher.operations.runs import validate_parameters
 from dispatcher.store import Database
 from providers import registry
 
@@ -32,6 +33,7 @@ def check_job_variables(pool_type: str, template: dict[str, Any],
 
 async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deployment, bool]:
     """Create the deployment or update the one with the same flow and name."""
+    validate_parameters(data.parameter_schema, data.parameters, enforce_required=False)
     try:
         pool = await store.get_pool(db, data.pool_name)
     except NotFound:

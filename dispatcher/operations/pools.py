@@ -7,7 +7,7 @@ from typing import Any
 
 from dispatcher import store, templates
 from dispatcher.errors import InvalidInput
-from dispatcher.models import WorkPool, WorkPoolCreate
+from dispatcher.models import WorkPool, WorkPoolCreate, WorkPoolUpdate
 from dispatcher.store import Database
 from providers import registry
 
@@ -41,3 +41,13 @@ async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
         raise InvalidInput(exc.field if field == "base_job_template" else field,
                            exc.message, exc.fix) from exc
     return await store.create_pool(db, data.model_copy(update={"base_job_template": template}))
+
+
+async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool:
+    """Change a pool; a new template is checked before anything is stored."""
+    if data.base_job_template is not None:
+        try:
+            templates.validate_base_job_template(data.base_job_template)
+        except templates.TemplateError as exc:
+            raise InvalidInput(exc.field, exc.message, exc.fix) from exc
+    return await store.update_pool(db, name, data)

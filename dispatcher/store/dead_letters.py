@@ -35,7 +35,13 @@ from dispatcher.models import (
 )
 from dispatcher.store.common import utcnow
 from dispatcher.store.db import Database
-from dispatcher.store.runs import StateChange, create_run, read_run, transition_many
+from dispatcher.store.runs import (
+    RunPreparer,
+    StateChange,
+    create_run,
+    read_run,
+    transition_many,
+)
 from dispatcher.store.tables import as_utc, deployments, run_states, runs
 
 MAX_ERROR_CHARS = 500  # of one provider message in the run's state message
@@ -132,7 +138,8 @@ def expire_parked_runs(conn: Connection, pool_id: str, now: datetime) -> list[st
     return transition_many(conn, changes) if changes else []
 
 
-async def resubmit_run(db: Database, run_id: str) -> tuple[Run, bool]:
+async def resubmit_run(db: Database, run_id: str, *,
+                       prepare: RunPreparer) -> tuple[Run, bool]:
     """A new run of the same deployment with the original's parameters and job variables,
     due now and linked to it. The second call for the same run answers the first's run
     (False: not newly made)."""
@@ -146,5 +153,6 @@ async def resubmit_run(db: Database, run_id: str) -> tuple[Run, bool]:
     return await create_run(
         db, original.deployment_id,
         RunCreate(parameters=original.parameters, job_variables=original.job_variables),
-        idempotency_key=f"resubmit:{original.id}", resubmitted_from=original.id)
+        prepare=prepare, idempotency_key=f"resubmit:{original.id}",
+        resubmitted_from=original.id)
 

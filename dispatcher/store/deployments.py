@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import jsonschema
 from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
@@ -77,24 +76,6 @@ def deployment_row(conn: Connection, ref: str) -> Row[Any]:
     return find_deployment(conn, ref, _DEPLOYMENT_BY_REF)
 
 
-def validate_parameters(schema: dict[str, Any] | None, parameters: dict[str, Any],
-                        *, enforce_required: bool) -> None:
-    if not schema:
-        return
-    checked = dict(schema)
-    if not enforce_required:
-        checked.pop("required", None)
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(checked).iter_errors(parameters))
-    if error is not None:
-        path = ".".join(str(p) for p in error.absolute_path)
-        if error.validator == "required":
-            missing = error.message.split("'")[1] if "'" in error.message else ""
-            path = missing or path
-        field = f"parameters.{path}" if path else "parameters"
-        raise InvalidInput(field, error.message, "pass a value that matches the flow's signature")
-
-
 def _check_schedules(specs: list[ScheduleSpec]) -> None:
     for i, spec in enumerate(specs):
         try:
@@ -109,7 +90,6 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
     if data.command is None and data.entrypoint is None and "command" not in data.job_variables:
         raise InvalidInput("command", "a deployment needs a command or an entrypoint",
                            "set `command: [...]` (argv list) or `entrypoint: path.py:function`")
-    validate_parameters(data.parameter_schema, data.parameters, enforce_required=False)
     queue_name = data.queue_name or "default"
 
     def apply(conn: Connection) -> tuple[Deployment, bool]:

@@ -9,7 +9,6 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from dispatcher import templates
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
     ACTIVE_STATES,
@@ -25,13 +24,6 @@ from dispatcher.store.db import Database
 from dispatcher.store.tables import deployments, runs, work_pools, work_queues
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
-
-
-def _check_template(template: dict[str, Any]) -> None:
-    try:
-        templates.validate_base_job_template(template)
-    except templates.TemplateError as exc:
-        raise InvalidInput(exc.field, exc.message, exc.fix) from exc
 
 
 def _pool_row(conn: Connection, name: str) -> Row[Any]:
@@ -105,8 +97,7 @@ async def list_pools(db: Database) -> list[WorkPool]:
 async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool:
     values: dict[str, Any] = {}
     if data.base_job_template is not None:
-        _check_template(data.base_job_template)
-        values["base_job_template"] = data.base_job_template
+        values["base_job_template"] = data.base_job_template  # checked above the store
     if data.description is not None:
         values["description"] = data.description
     if data.concurrency_limit is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,7 +12,6 @@ from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from dispatcher import templates
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
     ACTIVE_STATES,
@@ -31,7 +30,6 @@ from dispatcher.store.deployments import (
     by_ref,
     deployment_row,
     find_deployment,
-    validate_parameters,
 )
 from dispatcher.store.tables import (
     deployments,
@@ -70,19 +68,6 @@ def _to_run_values(mapping: dict[str, Any], now: datetime,
     return Run.model_validate({**mapping, "history": history or []})
 
 
-def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
-                    run_vars: dict[str, Any]) -> dict[str, Any]:
-    """Render the run's job configuration; a bad override is a 422 naming its field."""
-    try:
-        if run_vars:  # nothing in an empty override can be wrong (and this is the hot path)
-            templates.validate_job_variables(template.get("variables", {}), run_vars,
-                                             enforce_required=False, field="job_variables")
-        _, rendered = templates.resolve_job(template, deployment_vars, run_vars)
-    except templates.TemplateError as exc:
-        raise InvalidInput(exc.field, exc.message, exc.fix) from exc
-    return rendered
-
-
 # What a new run needs from its deployment, queue and pool, read in one statement. The
 # statements below are built once: SQLAlchemy then reuses their compiled form on every call.
 _RUN_TARGET = by_ref(
@@ -99,7 +84,7 @@ _RUN_ID_BY_KEY = select(runs.c.id).where(runs.c.idempotency_key == bindparam("ke
 
 
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
-                     idempotency_key: str | None = None,
+                     prepare: RunPreparer, idempotency_key: str | None = None,
                      resubmitted_from: str | None = None) -> tuple[Run, bool]:
     """A run of a deployment; the same idempotency key returns the same run.
     ``resubmitted_from``: the dead letter this run resubmits (store/dead_letters.py).
@@ -114,7 +99,7 @@ async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
         if existing is not None:
             return existing, False
         now = utcnow()
-        values = _new_run(target, data, key, resubmitted_from, now)
+        values = _new_run(target, data, key, resubmitted_from, now, prepare)
         first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
                             message=f"scheduled for {values['scheduled_time'].isoformat()}")
         conn.execute(_INSERT_RUN, values)
@@ -143,13 +128,37 @@ def _scoped_key(deployment_id: str, idempotency_key: str) -> str:
     return f"api:{deployment_id}:{idempotency_key}"
 
 
+@dataclass(frozen=True)
+class RunTarget:
+    """What the rules see of a deployment when a run of it is made."""
+
+    parameters: dict[str, Any]
+    parameter_schema: dict[str, Any] | None
+    job_variables: dict[str, Any]
+    base_job_template: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """The rules' answer: the run's parameters and its rendered job configuration."""
+
+    parameters: dict[str, Any]
+    job_configuration: dict[str, Any]
+
+
+# Checks and renders a new run (raising InvalidInput); dispatcher/operations/runs.py
+# holds the one the API and the engine use. It runs inside the creating transaction, so
+# what it checks is the deployment as written, not a copy read before.
+RunPreparer = Callable[[RunTarget, RunCreate], PreparedRun]
+
+
 def _new_run(target: Row[Any], data: RunCreate, key: str | None,
-             resubmitted_from: str | None, now: datetime) -> dict[str, Any]:
+             resubmitted_from: str | None, now: datetime,
+             prepare: RunPreparer) -> dict[str, Any]:
     """The validated column values of a new run (422s name the offending field)."""
-    parameters = {**target.parameters, **data.parameters}
-    validate_parameters(target.parameter_schema, parameters, enforce_required=True)
-    rendered = resolve_run_job(target.base_job_template, target.job_variables,
-                               data.job_variables)
+    prepared = prepare(RunTarget(target.parameters, target.parameter_schema,
+                                 target.job_variables, target.base_job_template), data)
+    parameters, rendered = prepared.parameters, prepared.job_configuration
     run_id = new_id()
     scheduled = data.scheduled_time or now
     if scheduled.tzinfo is None:
