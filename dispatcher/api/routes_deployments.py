@@ -74,9 +74,9 @@ async def delete_deployment(request: web.Request, call: Call) -> web.StreamRespo
 
 
 async def create_run(request: web.Request, call: Call) -> web.StreamResponse:
-    run, created = await operations.runs.create_run(db_of(request), deployment_ref(request),
-                                          call.body_as(RunCreate),
-                                          idempotency_key=idempotency_key(request))
+    run, created = await operations.runs.create_run(
+        db_of(request), deployment_ref(request), call.body_as(RunCreate),
+        idempotency_key=idempotency_key(request))
     if created:
         wake_engine(request)
     return await _run_json(request, run, status=201 if created else 200)
@@ -84,9 +84,9 @@ async def create_run(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def webhook(request: web.Request, call: Call) -> web.StreamResponse:
     payload = call.body_as(WebhookPayload)
-    run, created = await operations.runs.create_run(db_of(request), deployment_ref(request),
-                                          RunCreate(parameters=payload.parameters),
-                                          idempotency_key=idempotency_key(request))
+    run, created = await operations.runs.create_run(
+        db_of(request), deployment_ref(request), RunCreate(parameters=payload.parameters),
+        idempotency_key=idempotency_key(request))
     if created:
         wake_engine(request)
     return await _run_json(request, run, status=202)
