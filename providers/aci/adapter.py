@@ -18,7 +18,6 @@ is imported on first use (``arm``), never by importing this package.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -61,6 +60,7 @@ from providers.base import (
     ProvisionStep,
     RetryableProviderError,
 )
+from providers.env_settings import values_from_env
 
 __all__ = ["PROVIDER", "AciProvider", "AciSettings", "Target"]
 
@@ -91,20 +91,7 @@ class AciSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AciSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"PUSHPOOL_ACI_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            default: Any = f.default
-            kind = type(default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"PUSHPOOL_ACI_{f.name.upper()}: {raw!r} is not a "
-                                 f"{kind.__name__}") from None
-        settings = cls(**values)
+        settings = cls(**values_from_env(cls, "PUSHPOOL_ACI_", environ))
         if settings.lro_polling_interval <= 0:
             # 0 is falsy to azure-core, which then waits its 30 s default.
             raise ValueError("PUSHPOOL_ACI_LRO_POLLING_INTERVAL: must be > 0")

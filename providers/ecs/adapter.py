@@ -80,6 +80,7 @@ from providers.ecs.taskdef import (
     merge_raw,
     tag_value,
 )
+from providers.env_settings import values_from_env
 from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "EcsProvider", "EcsSettings", "client_token", "started_by_for"]
@@ -113,20 +114,7 @@ class EcsSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EcsSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"PUSHPOOL_ECS_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            default: Any = f.default
-            kind = type(default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"PUSHPOOL_ECS_{f.name.upper()}: {raw!r} is not a "
-                                 f"{kind.__name__}") from None
-        settings = cls(**values)
+        settings = cls(**values_from_env(cls, "PUSHPOOL_ECS_", environ))
         if settings.find_existing not in ("retries", "always"):
             raise ValueError("PUSHPOOL_ECS_FIND_EXISTING: use 'retries' or 'always'")
         return settings
