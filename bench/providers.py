@@ -120,11 +120,18 @@ def aci_target() -> AbstractAsyncContextManager[Target]:
     return made()
 
 
+def cloud_run_target() -> AbstractAsyncContextManager[Target]:
+    from bench.cloud_run_case import cloud_run_target as made  # late: it imports this module
+
+    return made()
+
+
 # One entry per adapter: pool type -> its emulator set-up.
 TARGETS: dict[str, Callable[[], AbstractAsyncContextManager[Target]]] = {
     "process": process_target,
     "ecs:push": ecs_target,
     "azure-container-instance:push": aci_target,
+    "cloud-run:push": cloud_run_target,
 }
 
 

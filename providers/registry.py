@@ -25,6 +25,7 @@ KNOWN_PROVIDERS: dict[str, ProviderEntry] = {
     "ecs:push": ProviderEntry("providers.ecs", "aws", "AWS ECS Fargate"),
     "azure-container-instance:push": ProviderEntry("providers.aci", "azure",
                                                    "Azure Container Instances"),
+    "cloud-run:push": ProviderEntry("providers.cloud_run", "gcp", "Google Cloud Run jobs"),
 }
 
 _registered: dict[str, ProviderEntry] = {}

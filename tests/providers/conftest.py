@@ -17,6 +17,7 @@ HARNESSES: list[str] = [
     "tests.providers.process_harness:ProcessHarness",
     "tests.providers.ecs_harness:EcsMotoHarness",
     "tests.providers.aci_harness:AciHarness",
+    "tests.providers.cloud_run_harness:CloudRunHarness",
 ]
 
 
