@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
-	$(VENV)/bin/pip install -q -e '.[dev,aws,gcp,azure]'
+	$(VENV)/bin/pip install -q -e '.[dev,aws,gcp,azure,modal]'
 	touch $@
 
 demo: install

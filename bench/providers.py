@@ -126,12 +126,19 @@ def cloud_run_target() -> AbstractAsyncContextManager[Target]:
     return made()
 
 
+def modal_target() -> AbstractAsyncContextManager[Target]:
+    from bench.modal_case import modal_target as made  # imported late: it imports this module
+
+    return made()
+
+
 # One entry per adapter: pool type -> its emulator set-up.
 TARGETS: dict[str, Callable[[], AbstractAsyncContextManager[Target]]] = {
     "process": process_target,
     "ecs:push": ecs_target,
     "azure-container-instance:push": aci_target,
     "cloud-run:push": cloud_run_target,
+    "modal:push": modal_target,
 }
 
 

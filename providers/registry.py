@@ -26,6 +26,7 @@ KNOWN_PROVIDERS: dict[str, ProviderEntry] = {
     "azure-container-instance:push": ProviderEntry("providers.aci", "azure",
                                                    "Azure Container Instances"),
     "cloud-run:push": ProviderEntry("providers.cloud_run", "gcp", "Google Cloud Run jobs"),
+    "modal:push": ProviderEntry("providers.modal", "modal", "Modal"),
 }
 
 _registered: dict[str, ProviderEntry] = {}

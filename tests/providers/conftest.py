@@ -18,6 +18,7 @@ HARNESSES: list[str] = [
     "tests.providers.ecs_harness:EcsMotoHarness",
     "tests.providers.aci_harness:AciHarness",
     "tests.providers.cloud_run_harness:CloudRunHarness",
+    "tests.providers.modal_harness:ModalHarness",
 ]
 
 
