@@ -1,11 +1,12 @@
 """An asyncio token bucket whose rate adapts to throttling (AIMD).
 
-AWS meters RunTask (and Fargate task launches) per account and region with token
-buckets of its own. Ours keeps a dispatcher under that limit: callers wait for a token;
-a throttling answer halves the rate (multiplicative decrease, at most once per
-``cooldown`` so one overload episode counts once) and successes add it back linearly
-(additive increase, the full range in about ``recovery`` seconds), so several replicas
-sharing one account settle under its limit without talking to each other.
+Clouds meter their run calls (ECS RunTask, Cloud Run run_job, log reads) per account or
+project with token buckets of their own. Ours keeps a dispatcher under that limit:
+callers wait for a token; a throttling answer halves the rate (multiplicative decrease,
+at most once per ``cooldown`` so one overload episode counts once) and successes add it
+back linearly (additive increase, the full range in about ``recovery`` seconds), so
+several replicas sharing one account settle under its limit without talking to each
+other.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ class AdaptiveTokenBucket:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+
+    def wait_time(self) -> float:
+        """How long a caller asking now would wait for its token (nothing is taken)."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
 
     def reserve(self) -> float:
         """Take one token now, going into debt if none is left; return the wait in seconds.

@@ -14,7 +14,7 @@ import pytest
 from providers.base import PermanentProviderError, RetryableProviderError
 from providers.cloud_run import CloudRunProvider
 from providers.cloud_run.jobs import DEPLOYMENT_LABEL, RETIRED_LABEL, TEMPLATE_LABEL
-from providers.cloud_run.ratelimit import RunBucket
+from providers.ratelimit import AdaptiveTokenBucket
 from tests.fakes.cloud_run import FakeGoogle, shared_fake
 from tests.providers.cloud_run_harness import make_provider, spec_for
 
@@ -193,7 +193,7 @@ async def test_the_bucket_keeps_run_job_under_the_quota(fake: FakeGoogle) -> Non
 
 async def test_bucket_waits_in_order_and_recovers() -> None:
     now = [0.0]
-    bucket = RunBucket(2.0, 2.0, max_wait=10.0, recovery=1.0, clock=lambda: now[0])
+    bucket = AdaptiveTokenBucket(2.0, 2.0, recovery=1.0, clock=lambda: now[0])
     assert bucket.wait_time() == 0.0
     await bucket.acquire()
     await bucket.acquire()
@@ -206,7 +206,7 @@ async def test_bucket_waits_in_order_and_recovers() -> None:
         bucket.on_success()
     assert bucket.rate == 2.0
     with pytest.raises(ValueError):
-        RunBucket(0, 1)
+        AdaptiveTokenBucket(0, 1)
 
 
 # ---------------------------------------------------------------------------- errors

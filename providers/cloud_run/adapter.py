@@ -6,7 +6,7 @@ makes a new job and retires the deployment's old ones), adopts an execution an e
 interrupted try started (``run_job`` is not idempotent: the job's recent executions are
 searched for this run's id and attempt in their environment), and otherwise calls
 ``run_job`` with the run's overrides through the project's run token bucket
-(``ratelimit``). The returned ``InfraRef`` carries the ``connection.Connection``
+(``providers.ratelimit``). The returned ``InfraRef`` carries the ``connection.Connection``
 (project, region, endpoint, identity), so any process can follow the run. Status is the
 execution plus, for a failed one, its tasks (``status`` documents the mapping); a
 transient error while reading leaves the run as it was. Cancel is ``cancel_execution``;
@@ -72,8 +72,8 @@ from providers.cloud_run.jobs import (
     run_overrides,
 )
 from providers.cloud_run.logs import Cursor, entries_of, log_filter, next_batch, rfc3339
-from providers.cloud_run.ratelimit import RunBucket
 from providers.cloud_run.status import execution_status, is_active, missing_status, needs_tasks
+from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "CloudRunProvider", "CloudRunSettings", "Target"]
 
@@ -174,8 +174,8 @@ class CloudRunProvider:
     def __init__(self, settings: CloudRunSettings | None = None):
         self.settings = settings or CloudRunSettings.from_env()
         self.google = GoogleClients(self.settings.max_workers)
-        self._buckets: dict[tuple[str, str], RunBucket] = {}
-        self._log_buckets: dict[str, RunBucket] = {}
+        self._buckets: dict[tuple[str, str], AdaptiveTokenBucket] = {}
+        self._log_buckets: dict[str, AdaptiveTokenBucket] = {}
         self._known_jobs: dict[str, float] = {}  # job name -> when it was last seen
         self._swept: dict[tuple[str, str, str], float] = {}
         self._ensuring: dict[str, asyncio.Task[None]] = {}
@@ -191,15 +191,17 @@ class CloudRunProvider:
     def validate_config(self, config: Mapping[str, Any]) -> None:
         _validate_config(config)
 
-    def run_bucket(self, conn: Connection) -> RunBucket:
-        """The run_job token bucket of a project and region (for inspection and tests)."""
+    def run_bucket(self, conn: Connection) -> AdaptiveTokenBucket:
+        """The run_job token bucket of a project and region (for inspection and tests).
+
+        Cloud Run meters "job run requests per minute per region" per project; a 429
+        halves the rate and successes bring it back over a minute."""
         key = (conn.project, conn.region)
         bucket = self._buckets.get(key)
         if bucket is None:
             s = self.settings
-            bucket = self._buckets[key] = RunBucket(s.run_job_rate, s.run_job_burst,
-                                                    min_rate=s.run_job_min_rate,
-                                                    max_wait=s.max_run_wait)
+            bucket = self._buckets[key] = AdaptiveTokenBucket(
+                s.run_job_rate, s.run_job_burst, min_rate=s.run_job_min_rate, recovery=60.0)
         return bucket
 
     async def _connection(self, cfg: CloudRunConfig) -> Connection:
@@ -449,6 +451,14 @@ class CloudRunProvider:
         from google.cloud import run_v2
 
         bucket = self.run_bucket(conn)
+        wait = bucket.wait_time()
+        if wait > self.settings.max_run_wait:
+            # Refused at once: the dispatcher backs off instead of holding its claim
+            # while this sleeps.
+            raise RetryableProviderError(
+                f"holding back run_job for {wait:.1f}s to stay under Cloud Run's run "
+                f"request quota ({bucket.rate:g}/s now; PUSHPOOL_CLOUD_RUN_RUN_JOB_RATE)",
+                throttled=True, retry_after=wait)
         await bucket.acquire()
         request = run_v2.RunJobRequest.from_json(
             json.dumps({"name": job_name, "overrides": overrides}), ignore_unknown_fields=False)
@@ -630,11 +640,10 @@ class CloudRunProvider:
         budget = self._log_buckets.get(conn.project)
         if budget is None:
             s = self.settings
-            budget = self._log_buckets[conn.project] = RunBucket(
-                s.log_read_rate, s.log_read_burst, min_rate=0.05, max_wait=0.0)
-        if budget.wait_time() > 0:
+            budget = self._log_buckets[conn.project] = AdaptiveTokenBucket(
+                s.log_read_rate, s.log_read_burst, min_rate=0.05)
+        if not budget.try_acquire():
             return LogBatch([], cursor)
-        await budget.acquire()
         if parsed is not None:
             since = parsed.timestamp
         else:
