@@ -1,8 +1,8 @@
 """Adapter tunables from ``PUSHPOOL_<ADAPTER>_<FIELD>`` environment variables.
 
 Each adapter keeps its tunables in a frozen dataclass of plain defaults (int, float,
-str); this reads the ones set in the environment, converted to the default's type, with
-an error that names the variable and the type it wants.
+str, or None for text left unset); this reads the ones set in the environment,
+converted to the default's type, with an error that names the variable and the type.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def values_from_env(settings_class: type, prefix: str,
         raw = env.get(name)
         if raw is None or raw == "":
             continue
-        kind: Any = type(f.default)
+        kind: Any = str if f.default is None else type(f.default)  # None: unset text
         try:
             values[f.name] = kind(raw)
         except ValueError:

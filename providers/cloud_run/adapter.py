@@ -21,7 +21,6 @@ the event loop; the SDK is imported on first use, never by importing this packag
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import random
@@ -73,6 +72,7 @@ from providers.cloud_run.jobs import (
 )
 from providers.cloud_run.logs import Cursor, entries_of, log_filter, next_batch, rfc3339
 from providers.cloud_run.status import execution_status, is_active, missing_status, needs_tasks
+from providers.env_settings import values_from_env
 from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "CloudRunProvider", "CloudRunSettings", "Target"]
@@ -113,20 +113,7 @@ class CloudRunSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CloudRunSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"PUSHPOOL_CLOUD_RUN_{f.name.upper()}")
-            if raw is None or raw == "":
-                continue
-            default: Any = f.default
-            kind = str if default is None else type(default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"PUSHPOOL_CLOUD_RUN_{f.name.upper()}: {raw!r} is not a "
-                                 f"{kind.__name__}") from None
-        return cls(**values)
+        return cls(**values_from_env(cls, "PUSHPOOL_CLOUD_RUN_", environ))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ are not listed yet) cost a poll each. The ``modal`` SDK is imported inside the c
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from providers.base import (
     ProvisionStep,
     RetryableProviderError,
 )
+from providers.env_settings import values_from_env
 from providers.modal.config import ModalConfig, parse_config
 from providers.modal.config import default_base_job_template as _default_template
 from providers.modal.config import validate_config as _validate_config
@@ -73,20 +73,7 @@ class ModalSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModalSettings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"PUSHPOOL_MODAL_{f.name.upper()}")
-            if raw in (None, ""):
-                continue
-            default: Any = f.default
-            kind = type(default)
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ValueError(f"PUSHPOOL_MODAL_{f.name.upper()}: {raw!r} is not a "
-                                 f"{kind.__name__}") from None
-        return cls(**values)
+        return cls(**values_from_env(cls, "PUSHPOOL_MODAL_", environ))
 
 
 def console_url(app_id: str) -> str:
