@@ -49,3 +49,8 @@ class Unauthorized(PushpoolError):
 class Forbidden(PushpoolError):
     status = 403
     code = "forbidden"
+
+
+class UnsupportedMediaType(PushpoolError):
+    status = 415
+    code = "unsupported_media_type"

@@ -133,9 +133,15 @@ def seed(url: str, token: str | None) -> dict[str, str]:
             runs = [client.post("/api/deployments/seed-flow/seed-dep/runs",
                                 json={}).raise_for_status().json()]
         deployment = client.get("/api/deployments/seed-flow/seed-dep").json()
+        if client.get("/api/webhooks/seed-hook").status_code == 404:
+            client.post("/api/webhooks", json={"name": "seed-hook",
+                                               "deployment": "seed-flow/seed-dep"}
+                        ).raise_for_status()
+        hook = client.post("/api/webhooks/seed-hook/enable").raise_for_status().json()
     return {"pool": "seed-pool", "queue": "default", "flow": "seed-flow", "name": "seed-dep",
             "id": runs[0]["id"], "deployment_id": deployment["id"], "type": "process",
-            "provider": "ecs"}
+            "provider": "ecs", "webhook": "seed-hook",
+            "slug": hook["path"].removeprefix("/hooks/")}
 
 
 # ---------------------------------------------------------------------------- fuzzing
@@ -144,7 +150,7 @@ def seed(url: str, token: str | None) -> dict[str, str]:
 # type this server knows, a pool that exists, a valid cron, job variables against the pool's
 # own schema): for them a schema-valid request may still be a 422.
 SEMANTIC_422 = ["get_base_job_template", "create_pool", "update_pool", "apply_deployment",
-                "create_run", "webhook"]
+                "create_run", "webhook", "create_webhook"]
 
 
 def fuzz_config() -> SchemathesisConfig:
@@ -243,8 +249,9 @@ def snapshot(url: str) -> list[Any]:
 
 def test_every_route_refuses_anonymous_and_wrong_token_calls(servers: Servers) -> None:
     """With PUSHPOOL_API_TOKEN set, every route but the public ones answers 401 without the
-    token or with a wrong one (the provider-events route, public to the API token, refuses
-    without its own secret), whatever the body, and changes nothing."""
+    token or with a wrong one (the provider-events and webhook-delivery routes, public to
+    the API token, refuse without their own secret), whatever the body, and changes
+    nothing."""
     real = seed(servers.open_url, None)
     before = snapshot(servers.locked_url)
     checked = 0
@@ -255,7 +262,7 @@ def test_every_route_refuses_anonymous_and_wrong_token_calls(servers: Servers) -
             body = {"name": "x", "state": "RUNNING"} if route.body is not None else None
             for headers in ({}, auth_headers("not-the-token"), {"Authorization": "Basic eDp5"}):
                 response = client.request(route.method, path, headers=headers, json=body)
-                if route.public and not route.events_secret:
+                if route.public and not (route.events_secret or route.signed_delivery):
                     assert response.status_code == 200, (route.method, path)
                     continue
                 expected = {401, 403} if route.events_secret else {401}

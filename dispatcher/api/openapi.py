@@ -25,15 +25,18 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearer"
 RUN_TOKEN_SCHEME = "runToken"
 EVENTS_SCHEME = "eventsSecret"
+WEBHOOK_SCHEME = "webhookSignature"
 PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON",
-    401: "The API token is missing or wrong",
+    401: "The API token (or a webhook delivery's signature) is missing, wrong or stale",
     403: "The run token belongs to another run",
     404: "No such object (or no such route)",
-    409: "Conflicts with what is stored (duplicate name, object in use, run already final)",
+    409: "Conflicts with what is stored (duplicate name, object in use, run already final, "
+         "a webhook delivery already taken)",
     413: "The body is larger than 1 MiB",
+    415: "The body's Content-Type is not one this route takes; the message says which",
     422: "A field, query parameter or header is invalid or over its limit; details name it",
     500: "The server's own fault; the log has the details",
     501: "The pool type's SDK is not installed on this server; the message names the extra",
@@ -146,6 +149,8 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
     operation["responses"] = responses
     if route.events_secret:
         operation["security"] = [{EVENTS_SCHEME: []}]
+    elif route.signed_delivery:
+        operation["security"] = [{WEBHOOK_SCHEME: []}]
     elif route.public:
         operation["security"] = []
     elif route.run_token:
@@ -179,7 +184,14 @@ def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
                 EVENTS_SCHEME: {
                     "type": "apiKey", "in": "header", "name": "X-Pushpool-Events-Secret",
                     "description": "PUSHPOOL_EVENTS_SECRET, sent by provider event pushes "
-                                   "(an EventBridge API destination, say)"}},
+                                   "(an EventBridge API destination, say)"},
+                WEBHOOK_SCHEME: {
+                    "type": "apiKey", "in": "header", "name": "X-Pushpool-Signature",
+                    "description": "The webhook's secret proves a delivery, as its scheme "
+                                   "says: pushpool (X-Pushpool-Signature over "
+                                   "X-Pushpool-Timestamp, X-Pushpool-Delivery and the "
+                                   "body), github (X-Hub-Signature-256) or bearer "
+                                   "(Authorization: Bearer <secret>)"}},
         },
         "security": [{SECURITY_SCHEME: []}],
     }

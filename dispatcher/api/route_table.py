@@ -9,6 +9,7 @@ from dispatcher.api import routes_metrics as metrics
 from dispatcher.api import routes_pools as pools
 from dispatcher.api import routes_runs as runs
 from dispatcher.api import routes_runtime as runtime
+from dispatcher.api import routes_webhooks as webhooks
 from dispatcher.api.routing import QueryParam, Route
 from dispatcher.api.schemas import DeploymentApplied, Health, PoolType, WebhookPayload
 from dispatcher.models import (
@@ -24,6 +25,13 @@ from dispatcher.models import (
     WorkQueue,
     WorkQueueCreate,
     WorkQueueUpdate,
+)
+from dispatcher.webhooks.models import (
+    HookAccepted,
+    SecretRotation,
+    Webhook,
+    WebhookCreate,
+    WebhookSecret,
 )
 
 # Past these the databases' integers overflow (SQLite and PostgreSQL bigint: 2**63 - 1).
@@ -57,6 +65,7 @@ POOLS = "/api/work-pools"
 POOL = "/api/work-pools/{pool}"
 QUEUE = "/api/work-pools/{pool}/queues/{queue}"
 DEPLOYMENT = "/api/deployments/{flow}/{name}"
+WEBHOOK = "/api/webhooks/{webhook}"
 
 ROUTES: tuple[Route, ...] = (
     # server
@@ -118,6 +127,28 @@ ROUTES: tuple[Route, ...] = (
           "Start a run now from any JSON object; its 'parameters' become the run's",
           body=WebhookPayload, response=Run, status=202, idempotency_key=True,
           errors=(NEEDS_PROVIDER,)),
+    # webhooks as objects, and their signed deliveries (the webhook's secret, not the token)
+    Route("GET", "/api/webhooks", webhooks.list_webhooks, "List webhooks", response=Webhook,
+          many=True),
+    Route("POST", "/api/webhooks", webhooks.create_webhook,
+          "Create a webhook for a deployment: its address and its secret, shown this once",
+          body=WebhookCreate, response=WebhookSecret, status=201, errors=(409,)),
+    Route("GET", WEBHOOK, webhooks.get_webhook, "Read a webhook (never its secret)",
+          response=Webhook),
+    Route("DELETE", WEBHOOK, webhooks.delete_webhook,
+          "Delete a webhook; its address answers 404 from now on", status=204),
+    Route("POST", WEBHOOK + "/rotate-secret", webhooks.rotate_webhook_secret,
+          "A new secret, shown this once; the old one is accepted for grace_seconds more",
+          body=SecretRotation, response=WebhookSecret),
+    Route("POST", WEBHOOK + "/disable", webhooks.disable_webhook,
+          "Refuse the webhook's deliveries (404) until it is enabled", response=Webhook),
+    Route("POST", WEBHOOK + "/enable", webhooks.enable_webhook,
+          "Take the webhook's deliveries again", response=Webhook),
+    Route("POST", "/hooks/{slug}", webhooks.deliver_hook,
+          "A webhook delivery: signed as its webhook's scheme says, its JSON body mapped "
+          "to the parameters of a run started now", request_schema=webhooks.REQUEST_SCHEMA,
+          response=HookAccepted, status=202, errors=(401, 409, 415), public=True,
+          signed_delivery=True),
     # provider events (authenticated by their own shared secret, not the API token)
     Route("POST", "/api/events/aws/ecs", events.ecs_task_state_change,
           "An EventBridge 'ECS Task State Change' event, as AWS sends it",

@@ -75,6 +75,8 @@ class Route:
     run_token: bool = False  # also takes the {id} run's own token; the handler checks it
     media_type: str = "application/json"  # of the success answer (/metrics: text)
     events_secret: bool = False  # public to the API token; ``authorize`` checks its own secret
+    signed_delivery: bool = False  # a webhook delivery: public to the API token, the
+    # handler checks the webhook's own secret (dispatcher/operations/webhooks.py)
     authorize: Authorize | None = None  # the route's own credential check (run token, secret)
 
 

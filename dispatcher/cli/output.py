@@ -66,6 +66,7 @@ _NOT_FOUND_HINTS = (
     ("/work-pools", "", "list work pools with `pushpool work-pool ls`"),
     ("/deployments", "", "list deployments with `pushpool deployment ls`"),
     ("/runs", "", "list runs with `pushpool run ls`"),
+    ("/webhooks", "", "list webhooks with `pushpool webhook ls`"),
 )
 
 

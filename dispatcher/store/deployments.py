@@ -14,7 +14,7 @@ from sqlalchemy import Row, Select, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from dispatcher import schedules as schedule_math
-from dispatcher.errors import InvalidInput, NotFound
+from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
     Deployment,
     DeploymentApply,
@@ -25,7 +25,14 @@ from dispatcher.models import (
 )
 from dispatcher.store.common import new_id, utcnow
 from dispatcher.store.db import Database
-from dispatcher.store.tables import deployments, runs, schedules, work_pools, work_queues
+from dispatcher.store.tables import (
+    deployments,
+    runs,
+    schedules,
+    webhooks,
+    work_pools,
+    work_queues,
+)
 
 
 def _select() -> Any:
@@ -180,9 +187,21 @@ async def update_deployment(db: Database, ref: str, data: DeploymentUpdate) -> D
     return await db.run(change, write=True)
 
 
+def refuse_if_webhooks(conn: Connection, deployment_ids: Any, what: str) -> None:
+    """Conflict when webhooks start runs of these deployments (ids, or a select of
+    them): deleting a deployment does not delete its webhooks behind the user's back."""
+    names = list(conn.execute(select(webhooks.c.name).where(
+        webhooks.c.deployment_id.in_(deployment_ids)).order_by(webhooks.c.name)).scalars())
+    if names:
+        shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+        raise Conflict(f"{what} has webhooks that start its runs ({shown}); delete them "
+                       "first with `pushpool webhook delete NAME`")
+
+
 async def delete_deployment(db: Database, ref: str) -> None:
     def remove(conn: Connection) -> None:
         row = deployment_row(conn, ref)
+        refuse_if_webhooks(conn, [row.id], f"deployment {ref!r}")
         conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
                                         runs.c.state == RunState.SCHEDULED.value))
         conn.execute(delete(deployments).where(deployments.c.id == row.id))

@@ -21,6 +21,7 @@ from dispatcher.models import (
 )
 from dispatcher.store.common import new_id, pairs, utcnow
 from dispatcher.store.db import Database
+from dispatcher.store.deployments import refuse_if_webhooks
 from dispatcher.store.tables import deployments, runs, work_pools, work_queues
 
 ACTIVE = [s.value for s in ACTIVE_STATES]
@@ -141,6 +142,8 @@ async def delete_pool(db: Database, name: str) -> None:
         if active:
             raise Conflict(f"work pool {name!r} has {active} active run(s); cancel them first "
                            f"(`pushpool run ls --pool {name}`)")
+        refuse_if_webhooks(conn, select(deployments.c.id).where(
+            deployments.c.pool_id == row.id), f"a deployment of work pool {name!r}")
         conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
 
     await db.run(remove, write=True)

@@ -92,26 +92,10 @@ async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
     One write transaction reads the deployment, checks the key, validates and inserts the
     run with its first history row; the answer is built from what was written, not re-read.
     """
-    def create(conn: Connection) -> tuple[Run, bool]:
-        target = find_deployment(conn, deployment_ref, _RUN_TARGET)
-        key = None if idempotency_key is None else _scoped_key(target.id, idempotency_key)
-        existing = None if key is None else _run_by_key(conn, key)
-        if existing is not None:
-            return existing, False
-        now = utcnow()
-        values = _new_run(target, data, key, resubmitted_from, now, prepare)
-        first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
-                            message=f"scheduled for {values['scheduled_time'].isoformat()}")
-        conn.execute(_INSERT_RUN, values)
-        conn.execute(_INSERT_STATE, {"run_id": values["id"], **first.model_dump()})
-        run = _to_run_values({**values, "pool_name": target.pool_name,
-                              "queue_name": target.queue_name,
-                              "deployment_name": f"{target.flow_name}/{target.name}",
-                              "late_after_seconds": target.late_after_seconds}, now, [first])
-        return run, True
-
     try:
-        return await db.run(create, write=True)
+        return await db.run(lambda conn: create_run_in(
+            conn, deployment_ref, data, prepare=prepare, idempotency_key=idempotency_key,
+            resubmitted_from=resubmitted_from), write=True)
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -121,6 +105,29 @@ async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
         if existing is None:
             raise
         return existing, False
+
+
+def create_run_in(conn: Connection, deployment_ref: str, data: RunCreate, *,
+                  prepare: RunPreparer, idempotency_key: str | None = None,
+                  resubmitted_from: str | None = None) -> tuple[Run, bool]:
+    """``create_run`` inside the caller's transaction (a webhook delivery records itself
+    in the same one). An IntegrityError means a concurrent run took the same key."""
+    target = find_deployment(conn, deployment_ref, _RUN_TARGET)
+    key = None if idempotency_key is None else _scoped_key(target.id, idempotency_key)
+    existing = None if key is None else _run_by_key(conn, key)
+    if existing is not None:
+        return existing, False
+    now = utcnow()
+    values = _new_run(target, data, key, resubmitted_from, now, prepare)
+    first = StateRecord(state=RunState.SCHEDULED, timestamp=now,
+                        message=f"scheduled for {values['scheduled_time'].isoformat()}")
+    conn.execute(_INSERT_RUN, values)
+    conn.execute(_INSERT_STATE, {"run_id": values["id"], **first.model_dump()})
+    run = _to_run_values({**values, "pool_name": target.pool_name,
+                          "queue_name": target.queue_name,
+                          "deployment_name": f"{target.flow_name}/{target.name}",
+                          "late_after_seconds": target.late_after_seconds}, now, [first])
+    return run, True
 
 
 def _scoped_key(deployment_id: str, idempotency_key: str) -> str:

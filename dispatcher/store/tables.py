@@ -243,3 +243,36 @@ server_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created", UTCDateTime, nullable=False),
 )
+
+# Webhooks (dispatcher/store/webhooks.py): signed entry points that start runs of one
+# deployment. A deployment with webhooks is not deleted under them (no ON DELETE).
+webhooks = Table(
+    "webhooks", metadata,
+    Column("id", Id, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("slug", String(64), nullable=False, unique=True),  # the address: /hooks/{slug}
+    Column("deployment_id", Id, ForeignKey("deployments.id"), nullable=False, index=True),
+    Column("scheme", String(20), nullable=False),
+    Column("parameters_template", Text),
+    Column("idempotency_key_template", Text),
+    Column("description", Text),
+    Column("enabled", Boolean, nullable=False),
+    Column("secret", Text, nullable=False),  # sealed (dispatcher/crypto.py)
+    # The secret before the last rotation, sealed, accepted until previous_secret_expires.
+    Column("previous_secret", Text),
+    Column("previous_secret_expires", UTCDateTime),
+    Column("created", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+)
+
+# What each webhook remembers of the deliveries it took, so that a copy is refused: the
+# signed delivery id (or the body's digest), until it could no longer be accepted anyway.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("webhook_id", Id, ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True),
+    Column("replay_key", String(300), primary_key=True),
+    Column("run_id", Id),  # the run it made or found again (runs may be deleted since)
+    Column("received", UTCDateTime, nullable=False),
+    Column("expires", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_webhook_id_expires", "webhook_id", "expires"),
+)
