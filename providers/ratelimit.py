@@ -1,12 +1,13 @@
-"""An asyncio token bucket whose rate adapts to throttling (AIMD).
+"""The one asyncio token bucket adapters share; its rate may adapt to throttling (AIMD).
 
-Clouds meter their run calls (ECS RunTask, Cloud Run run_job, log reads) per account or
-project with token buckets of their own. Ours keeps a dispatcher under that limit:
-callers wait for a token; a throttling answer halves the rate (multiplicative decrease,
-at most once per ``cooldown`` so one overload episode counts once) and successes add it
-back linearly (additive increase, the full range in about ``recovery`` seconds), so
-several replicas sharing one account settle under its limit without talking to each
-other.
+Clouds meter their calls (ECS RunTask, Cloud Run run_job, ARM writes and reads, log
+reads) per account, project or subscription with token buckets of their own. Ours keeps
+a dispatcher under that limit: callers wait for a token; a throttling answer halves the
+rate (multiplicative decrease, at most once per ``cooldown`` so one overload episode
+counts once) and successes add it back linearly (additive increase, the full range in
+about ``recovery`` seconds), so several replicas sharing one account settle under its
+limit without talking to each other. A bucket whose ``on_success`` and ``on_throttle``
+are never called is a plain fixed-rate bucket (ACI's windowed budgets are built so).
 """
 
 from __future__ import annotations
@@ -75,14 +76,18 @@ class AdaptiveTokenBucket:
         step = self.max_rate / (self.recovery * max(self.rate, 1.0))
         self.rate = min(self.max_rate, self.rate + step)
 
+    def drain(self) -> None:
+        """Drop the tokens saved up (the rate stays): the limit is evidently shared."""
+        self._refill()
+        self._tokens = min(self._tokens, 0.0)
+
     def on_throttle(self) -> None:
         """Multiplicative decrease, once per cooldown; saved-up tokens are dropped so the
         next calls do not burst into a limit that is already exceeded."""
-        self._refill()
+        self.drain()
         self.throttles += 1
         now = self._clock()
         if now - self._last_decrease >= self.cooldown:
             self._last_decrease = now
             self.rate = max(self.min_rate, self.rate * self.decrease)
             self.lowest_rate = min(self.lowest_rate, self.rate)
-        self._tokens = min(self._tokens, 0.0)

@@ -264,6 +264,63 @@ async def test_the_create_budget_keeps_under_acis_limits(aci_fake: FakeAzure) ->
         await provider.close()
 
 
+async def test_deletes_are_paced_by_the_delete_budget(aci_fake: FakeAzure) -> None:
+    provider = make_provider(deletes_per_5min=2, deletes_per_hour=300, max_delete_wait=0.0,
+                             cleanup_wait=0.0)
+    try:
+        refs = [await provider.submit(spec_for(aci_fake, f"run-d{i}", 1)) for i in range(4)]
+        for ref in refs[:3]:
+            aci_fake.aci.start(RG, str(ref.connection["group"]))
+            aci_fake.aci.finish(RG, str(ref.connection["group"]), 0)
+        await provider.cleanup(refs[0])
+        await provider.cleanup(refs[1])
+        with pytest.raises(RetryableProviderError, match="delete limit") as held:
+            await provider.cleanup(refs[2])
+        assert held.value.throttled and (held.value.retry_after or 0) > 100
+        # Cancel of a group still provisioning deletes it: the same budget holds it back.
+        with pytest.raises(RetryableProviderError, match="delete limit"):
+            await provider.cancel(refs[3])
+        assert aci_fake.server.count("containerGroups.delete") == 2
+        assert str(refs[2].connection["group"]) in aci_fake.aci.names(RG)
+    finally:
+        await provider.close()
+
+
+async def test_a_429_on_delete_pauses_deletes_for_its_retry_after(
+        aci_fake: FakeAzure) -> None:
+    provider = make_provider(max_delete_wait=0.0, cleanup_wait=0.0)
+    try:
+        refs = [await provider.submit(spec_for(aci_fake, f"run-r{i}", 1)) for i in range(2)]
+        aci_fake.server.fail_next("containerGroups.delete", 429, "TooManyRequests",
+                                  "Too many container group deletes.", retry_after=30)
+        with pytest.raises(RetryableProviderError) as caught:
+            await provider.cleanup(refs[0])
+        assert caught.value.throttled and caught.value.retry_after == 30
+        assert "Too many container group deletes" in str(caught.value)
+        with pytest.raises(RetryableProviderError) as held:  # refused before calling Azure
+            await provider.cancel(refs[1])
+        assert held.value.retry_after is not None and held.value.retry_after > 25
+        assert aci_fake.server.count("containerGroups.delete") == 1
+        assert provider.create_budget(aci_fake.subscription).wait_time() == 0  # creates go on
+    finally:
+        await provider.close()
+
+
+async def test_cleanup_waits_out_a_retry_after_and_deletes(aci_fake: FakeAzure) -> None:
+    # Windows this wide refill in a tenth of a second once the 429 has drained them.
+    provider = make_provider(cleanup_wait=5.0, deletes_per_5min=3000, deletes_per_hour=36000)
+    try:
+        ref = await provider.submit(spec_for(aci_fake, "run-w", 1))
+        aci_fake.server.fail_next("containerGroups.delete", 429, "TooManyRequests",
+                                  "Too many container group deletes.", retry_after=0.2)
+        await provider.cleanup(ref)
+        assert aci_fake.server.count("containerGroups.delete") == 2
+        assert str(ref.connection["group"]) not in aci_fake.aci.names(RG)
+        assert provider.delete_budget(aci_fake.subscription).throttles == 1
+    finally:
+        await provider.close()
+
+
 @pytest.mark.parametrize(("status", "code", "message", "error", "hint"), [
     (400, "InaccessibleImage", "The image 'nope:1' in container group 'x' is not accessible.",
      PermanentProviderError, "image"),

@@ -10,7 +10,7 @@ import pytest
 from providers.aci import AciProvider
 from providers.aci.events import SECRET_HEADER
 from providers.aci.logs import new_lines
-from providers.aci.ratelimit import CreateBudget
+from providers.aci.ratelimit import WindowBudget
 from providers.base import EventAuthError, EventsNotEnabled, InfraPhase, RetryableProviderError
 from tests.providers.aci_harness import mapping_cases
 
@@ -94,7 +94,8 @@ def test_every_documented_native_state_maps() -> None:
 
 async def test_the_create_budget_has_both_windows_and_a_retry_after_pause() -> None:
     now = [0.0]
-    budget = CreateBudget([(2, 300.0), (3, 3600.0)], max_wait=0.0, clock=lambda: now[0])
+    budget = WindowBudget("creates", "knobs", [(2, 300.0), (3, 3600.0)], max_wait=0.0,
+                          clock=lambda: now[0])
     await budget.acquire()
     await budget.acquire()
     with pytest.raises(RetryableProviderError) as caught:
@@ -105,7 +106,8 @@ async def test_the_create_budget_has_both_windows_and_a_retry_after_pause() -> N
     now[0] = 400.0
     with pytest.raises(RetryableProviderError):
         await budget.acquire()  # the hourly window is spent
-    roomy = CreateBudget([(100, 300.0)], max_wait=0.0, clock=lambda: now[0])
+    roomy = WindowBudget("creates", "knobs", [(100, 300.0)], max_wait=0.0,
+                         clock=lambda: now[0])
     roomy.on_throttle(45.0)  # Azure's Retry-After wins over the bucket's own pace
     assert roomy.wait_time() == pytest.approx(45.0)
     now[0] += 46.0

@@ -5,9 +5,6 @@ deprovisioning removes what provisioning made."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.ecs_testing import REGION, Aws
-from tests.fakes.pushpool_server import ServerProcess
+from tests.fakes.pushpool_server import ServerProcess, run_cli
 
 pytest_plugins = ["tests.ecs_fixtures"]
 pytestmark = pytest.mark.slow
@@ -32,13 +29,7 @@ def server(ecs_aws: Aws, tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 def cli(server: ServerProcess, *args: str, code: int = 0) -> str:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PUSHPOOL_")},
-           **server.client_env(), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
-    output = done.stdout + done.stderr
-    assert done.returncode == code, f"pushpool {' '.join(args)} -> {done.returncode}:\n{output}"
-    return output
+    return run_cli(server, *args, code=code)
 
 
 def test_provision_run_and_deprovision(server: ServerProcess, ecs_aws: Aws) -> None:

@@ -59,6 +59,14 @@ def test_try_acquire_never_waits_or_borrows() -> None:
     assert bucket.try_acquire() and not bucket.try_acquire()
 
 
+def test_drain_drops_saved_tokens_but_keeps_the_rate() -> None:
+    clock = Clock()
+    bucket = AdaptiveTokenBucket(2, 10, clock=clock)
+    bucket.drain()
+    assert bucket.rate == 2 and bucket.throttles == 0
+    assert not bucket.try_acquire() and bucket.wait_time() == pytest.approx(0.5)
+
+
 def test_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         AdaptiveTokenBucket(0, 10)

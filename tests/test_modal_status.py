@@ -3,10 +3,13 @@ without a poll each, missing sandboxes, transient failures left out."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from grpclib import Status
 from modal_proto import api_pb2
 
+import providers.modal
 from providers.base import InfraPhase, InfraRef, RetryableProviderError
 from providers.modal import ModalProvider, status
 from providers.modal.status import EXPECTED_PHASES, NATIVE_STATES
@@ -33,6 +36,15 @@ def test_an_unknown_status_is_crashed_saying_so() -> None:
     assert status.result_status(api_pb2.GenericResult()).phase is InfraPhase.RUNNING
 
 
+# The exit code Modal's result carries for each native state, as far as the public
+# ``returncode`` shows it (the client makes TIMEOUT 124 and TERMINATED 137 itself).
+EXIT_CODES = {"FAILURE": 3, "KERNEL_OOM_KILL": 137, "MEMORY_MANAGER_EVICTION": 137,
+              "MEMORY_THRASHING_EVICTION": 137}
+# Native states the public API shows only as an exit code (see providers.modal.status).
+READ_BY_EXIT_CODE = {"IDLE_TIMEOUT", "INIT_FAILURE", "INTERNAL_FAILURE", "KERNEL_OOM_KILL",
+                     "MEMORY_MANAGER_EVICTION", "MEMORY_THRASHING_EVICTION"}
+
+
 @pytest.mark.parametrize("native", [n for n in NATIVE_STATES if n != "RUNNING"])
 async def test_every_native_state_through_the_client(native: str, modal_fake: FakeModal,
                                                       modal_provider: ModalProvider) -> None:
@@ -40,44 +52,44 @@ async def test_every_native_state_through_the_client(native: str, modal_fake: Fa
     assert (await modal_provider.status(ref)).phase is InfraPhase.RUNNING
     number = NATIVE_STATES[native]
     assert number is not None
-    exit_code = 3 if native == "FAILURE" else 0
+    exit_code = EXIT_CODES.get(native, 0)
     modal_fake.set_result(ref.infra_id, number, exit_code, exception=f"modal says {native}")
     got = await make_provider().status(InfraRef.from_json(ref.to_json()))
-    assert got.phase is EXPECTED_PHASES[native]
-    if native == "SUCCESS":
-        assert got.exit_code == 0
-    else:
-        assert got.reason and f"modal says {native}" in got.reason
-    if native == "FAILURE":
-        assert got.exit_code == 3
-    if native == "TIMEOUT":
-        assert got.exit_code == 124
+    shown = {"TIMEOUT": 124, "TERMINATED": 137}.get(native, exit_code)
+    assert got == status.returncode_status(shown)
+    if native not in READ_BY_EXIT_CODE:
+        assert got.phase is EXPECTED_PHASES[native]
+    assert got.exit_code == shown
 
 
-async def test_a_sandbox_that_failed_to_start_is_crashed_with_modals_message(
-        modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
-    ref = await modal_provider.submit(spec_for(modal_fake, "run-init"))
-    modal_fake.fail_to_start(ref.infra_id, "Secret 'db' is missing key 'PASSWORD'")
-    got = await modal_provider.status(ref)
-    assert got.phase is InfraPhase.CRASHED
-    assert got.reason and "failed to start" in got.reason and "PASSWORD" in got.reason
+def test_the_public_return_codes_map_onto_phases() -> None:
+    cases = {None: InfraPhase.RUNNING, 0: InfraPhase.SUCCEEDED, 3: InfraPhase.FAILED,
+             124: InfraPhase.FAILED, 137: InfraPhase.CANCELLED}
+    for code, phase in cases.items():
+        got = status.returncode_status(code)
+        assert got.phase is phase and got.exit_code == code
+    assert "timeout" in str(status.returncode_status(124).reason)
+    assert "out of memory" in str(status.returncode_status(137).reason)
 
 
-async def test_terminated_is_cancelled_with_137(modal_fake: FakeModal,
-                                                modal_provider: ModalProvider) -> None:
-    ref = await modal_provider.submit(spec_for(modal_fake, "run-term"))
-    await modal_provider.cancel(ref)
-    got = await modal_provider.status(ref)
-    assert (got.phase, got.exit_code) == (InfraPhase.CANCELLED, 137)
+def test_the_adapter_uses_no_modal_internals() -> None:
+    package = Path(providers.modal.__file__).parent
+    for source in package.glob("*.py"):
+        code = [line.split("#")[0] for line in source.read_text(encoding="utf-8").splitlines()]
+        text = "\n".join(code)
+        for private in ("modal._utils", "synchronizer", "._impl", "_translate_in", ".stub",
+                        "._stub"):
+            assert private not in text, f"{source.name} reaches into modal's {private}"
 
 
-def test_the_fallback_without_modal_internals_reads_returncode() -> None:
-    class Handle:
-        returncode = 124
-
-    assert status.result_status(status.native_result(Handle())).phase is InfraPhase.FAILED
-    Handle.returncode = None  # type: ignore[assignment]
-    assert status.native_result(Handle()) is None
+async def test_status_polls_hold_no_long_poll_per_run(modal_fake: FakeModal) -> None:
+    provider = make_provider(list_threshold=3)
+    refs = [await provider.submit(spec_for(modal_fake, f"run-lp-{i}")) for i in range(6)]
+    modal_fake.finish(refs[0].infra_id, 0)
+    for _ in range(3):  # a few watcher passes
+        await provider.status_many(refs)
+    assert modal_fake.long_polls == 0 and modal_fake.peak_held_polls == 0
+    await provider.close()
 
 
 async def test_a_missing_sandbox_is_missing(modal_fake: FakeModal,

@@ -163,3 +163,20 @@ async def test_a_gpu_run_takes_modals_v1_sandbox_calls(modal_fake: FakeModal,
     lines = await wait_for(lambda: fresh.logs(ref, None), what="V1 logs")
     assert [line.message for line in lines.lines] == ["on a gpu"]
     await fresh.close()
+
+
+async def test_a_retried_submit_adopts_a_gpu_sandbox_that_already_finished(
+        modal_fake: FakeModal) -> None:
+    spec = spec_for(modal_fake, "run-gpu-done", gpu="A10G")
+    first = make_provider()
+    ref = await first.submit(spec)
+    await first.close()
+    modal_fake.finish(ref.infra_id, 0)  # ended before the dispatcher stored the reference
+    retry = make_provider()  # a fresh process, as after a crash
+    again = await retry.submit(spec)
+    assert again.infra_id == ref.infra_id
+    assert modal_fake.count("SandboxCreate") == 1  # no second sandbox
+    assert (await retry.status(again)).phase is InfraPhase.SUCCEEDED
+    await retry.cleanup(again)  # the recorded id goes with the run
+    assert all(not entries for entries in modal_fake.dicts.values())
+    await retry.close()

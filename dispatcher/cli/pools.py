@@ -95,10 +95,18 @@ def pool_create(
         help="API endpoint for --provision-infra (VPC endpoints, emulators).")] = None,
     profile: Annotated[str | None, typer.Option(
         help="Credentials profile for --provision-infra.")] = None,
+    infra_option: Annotated[list[str] | None, typer.Option(
+        "--infra-option", metavar="KEY=VALUE",
+        help="An option of the type's provisioning, e.g. subscription_id=... for "
+             "azure-container-instance:push (repeatable; `work-pool infra-options --type "
+             "TYPE` lists them). A --base-job-template's defaults for those keys count "
+             "too; secrets come from the cloud SDK's environment.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
     = False,
 ) -> None:
     """Create a work pool."""
+    if infra_option and not provision_infra:
+        raise CliError("--infra-option is for --provision-infra", "add --provision-infra")
     body: dict[str, Any] = {"name": name, "type": pool_type, "paused": paused}
     if description is not None:
         body["description"] = description
@@ -110,9 +118,11 @@ def pool_create(
         if provision_infra:
             from dispatcher.cli import provision as cli_provision
 
-            cli_provision.provider_for(pool_type)  # an unknown type or missing SDK fails first
-            options = {k: v for k, v in {"region": region, "endpoint_url": endpoint_url,
-                                         "profile": profile}.items() if v}
+            # An unknown type, a missing SDK or an option it does not take fails first.
+            shorthands = [f"{k}={v}" for k, v in (("region", region),
+                          ("endpoint_url", endpoint_url), ("profile", profile)) if v]
+            options = cli_provision.options_for(pool_type, [*shorthands, *(infra_option or [])],
+                                                body.get("base_job_template"))
             template = body.get("base_job_template") or client.get(
                 f"/pool-types/{segment(pool_type)}/base-job-template")
             body["base_job_template"], body["provisioned"] = cli_provision.provision(
@@ -130,6 +140,33 @@ def pool_create(
     say(f"Created work pool {pool['name']!r}!", "green")
     if pool.get("paused"):
         say(f"It is paused; resume it with `pushpool work-pool resume {pool['name']}`")
+
+
+@pool_app.command("infra-options")
+def pool_infra_options(
+    pool_type: Annotated[str, typer.Option("--type", "-t", help="The pool type.")],
+    output: OutputOption = Output.table,
+) -> None:
+    """List the --infra-option keys a pool type's --provision-infra takes."""
+    from dispatcher.cli import provision as cli_provision
+
+    declared = getattr(cli_provision.provider_for(pool_type), "provision_options", ())
+    rows = [{"name": o.name, "kind": o.kind, "choices": list(o.choices),
+             "aliases": list(o.aliases), "help": o.help} for o in declared]
+    if output is Output.json:
+        print_json(rows)
+        return
+    if not rows:
+        say(f"Pool type {pool_type!r} takes no provisioning options")
+        return
+    def what(row: dict[str, Any]) -> str:
+        kind = "|".join(row["choices"]) if row["choices"] else \
+            ("" if row["kind"] == "text" else row["kind"])
+        return f"{row['help']} [{kind}]" if kind else str(row["help"])
+
+    print_table(f"--infra-option keys of {pool_type}", ["Key", "What"],
+                [["\n".join([r["name"], *(f"or {a}" for a in r["aliases"])]), what(r)]
+                 for r in rows])
 
 
 @pool_app.command("ls")

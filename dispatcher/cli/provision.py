@@ -31,6 +31,28 @@ def provider_for(pool_type: str) -> Any:
         raise CliError(str(exc), exit_code=1) from None
 
 
+def options_for(pool_type: str, pairs: list[str],
+                template: dict[str, Any] | None) -> dict[str, Any]:
+    """The options for the adapter's ``provision``: what it declares, taken from the
+    given template's variable defaults, then from ``KEY=VALUE`` pairs (exit 2 for a key
+    it does not take or a bad value)."""
+    from providers.provision_options import parse_pairs
+
+    declared = tuple(getattr(provider_for(pool_type), "provision_options", ()))
+    options: dict[str, Any] = {}
+    properties = ((template or {}).get("variables") or {}).get("properties") or {}
+    for option in declared:
+        default = (properties.get(option.name) or {}).get("default")
+        if default not in (None, "", [], {}):
+            options[option.name] = default
+    try:
+        options.update(parse_pairs(declared, pairs, pool_type))
+    except ValueError as exc:
+        raise CliError(f"--infra-option {exc}",
+                       f"see `pushpool work-pool infra-options --type {pool_type}`") from None
+    return options
+
+
 def _show_plan(plan: Any, title: str, verbs: dict[str, str]) -> None:
     from rich.panel import Panel
 

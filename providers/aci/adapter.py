@@ -8,7 +8,9 @@ run. ``status_many`` reads one list per resource group per pass and GETs only th
 the list cannot settle (running or finished ones; lists carry no instance view), within
 a read budget; ``status`` maps Azure's states as documented in ``status``. Cancel stops
 the group (a group still provisioning is deleted instead); cleanup deletes it once the
-run is final unless ``keep_container_group``. Logs: ``containers.list_logs`` with
+run is final unless ``keep_container_group``. Deletes go through the subscription's delete
+budget as creates go through its create budget, and a 429 pauses either until its
+Retry-After. Logs: ``containers.list_logs`` with
 timestamps (``logs``). Event Grid deliveries: ``events``. Provisioning: ``provision``.
 
 Settings come from ``PUSHPOOL_ACI_*`` environment variables (``AciSettings``). The SDK
@@ -45,7 +47,8 @@ from providers.aci.config import default_base_job_template as _default_template
 from providers.aci.config import validate_config as _validate_config
 from providers.aci.events import infra_id_for, parse_delivery
 from providers.aci.logs import new_lines
-from providers.aci.ratelimit import CreateBudget, TokenBucket
+from providers.aci.provision import PROVISION_OPTIONS
+from providers.aci.ratelimit import WindowBudget
 from providers.aci.status import group_status, missing_status, needs_detail
 from providers.base import (
     EventDelivery,
@@ -61,6 +64,8 @@ from providers.base import (
     RetryableProviderError,
 )
 from providers.env_settings import values_from_env
+from providers.provision_options import ProvisionOption
+from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "AciProvider", "AciSettings", "Target"]
 
@@ -75,6 +80,11 @@ class AciSettings:
     creates_per_5min: int = 100  # ACI's default create limit per subscription
     creates_per_hour: int = 300
     max_create_wait: float = 5.0  # longer waits are refused (RetryableProviderError)
+    deletes_per_5min: int = 100  # ACI's default delete limit per subscription
+    deletes_per_hour: int = 300
+    max_delete_wait: float = 5.0  # for cancel's delete; longer waits are refused
+    cleanup_wait: float = 300.0  # cleanup (which nothing retries) waits this long at most
+    cleanup_attempts: int = 3  # deletes a cleanup tries when Azure answers 429
     read_rate: float = 20.0  # ARM reads per second per subscription (ARM refills 25/s)
     read_burst: float = 200.0
     log_read_rate: float = 10.0  # list_logs calls per second per subscription
@@ -150,15 +160,18 @@ class AciProvider:
 
     pool_type: ClassVar[str] = "azure-container-instance:push"
     config_model: ClassVar[type[ProviderConfig]] = AciConfig
+    # What ``provision`` takes (``work-pool create --provision-infra --infra-option``).
+    provision_options: ClassVar[tuple[ProvisionOption, ...]] = PROVISION_OPTIONS
     # Groups take tens of seconds to start; reads are budgeted per subscription.
     poll_interval: ClassVar[float] = float(os.environ.get("PUSHPOOL_ACI_POLL_INTERVAL") or 10.0)
 
     def __init__(self, settings: AciSettings | None = None):
         self.settings = settings or AciSettings.from_env()
         self.arm = ArmClients(self.settings.lro_polling_interval)
-        self._create_budgets: dict[str, CreateBudget] = {}
-        self._read_budgets: dict[str, TokenBucket] = {}
-        self._log_budgets: dict[str, TokenBucket] = {}
+        self._create_budgets: dict[str, WindowBudget] = {}
+        self._delete_budgets: dict[str, WindowBudget] = {}
+        self._read_budgets: dict[str, AdaptiveTokenBucket] = {}
+        self._log_budgets: dict[str, AdaptiveTokenBucket] = {}
         self._locations: dict[tuple[str, str], str] = {}
         # Last phase and read time per infra id: hints only (fewer log reads while a
         # group is pending, stalest groups read first when the budget is short).
@@ -172,25 +185,39 @@ class AciProvider:
     def validate_config(self, config: Mapping[str, Any]) -> None:
         _validate_config(config)
 
-    def create_budget(self, subscription_id: str) -> CreateBudget:
+    def create_budget(self, subscription_id: str) -> WindowBudget:
         key = subscription_id.lower()
         budget = self._create_budgets.get(key)
         if budget is None:
             s = self.settings
-            budget = CreateBudget([(s.creates_per_5min, 300.0), (s.creates_per_hour, 3600.0)],
-                                  max_wait=s.max_create_wait)
-            self._create_budgets[key] = budget
+            budget = self._create_budgets[key] = WindowBudget(
+                "container group creates", "create limit: PUSHPOOL_ACI_CREATES_PER_5MIN, "
+                "PUSHPOOL_ACI_CREATES_PER_HOUR",
+                [(s.creates_per_5min, 300.0), (s.creates_per_hour, 3600.0)],
+                max_wait=s.max_create_wait)
         return budget
 
-    def _budget(self, store: dict[str, TokenBucket], conn: Connection, burst: float,
-                rate: float) -> TokenBucket:
+    def delete_budget(self, subscription_id: str) -> WindowBudget:
+        key = subscription_id.lower()
+        budget = self._delete_budgets.get(key)
+        if budget is None:
+            s = self.settings
+            budget = self._delete_budgets[key] = WindowBudget(
+                "container group deletes", "delete limit: PUSHPOOL_ACI_DELETES_PER_5MIN, "
+                "PUSHPOOL_ACI_DELETES_PER_HOUR",
+                [(s.deletes_per_5min, 300.0), (s.deletes_per_hour, 3600.0)],
+                max_wait=s.max_delete_wait)
+        return budget
+
+    def _budget(self, store: dict[str, AdaptiveTokenBucket], conn: Connection, burst: float,
+                rate: float) -> AdaptiveTokenBucket:
         key = conn.subscription_id.lower()
         bucket = store.get(key)
         if bucket is None:
-            bucket = store[key] = TokenBucket(burst, rate)
+            bucket = store[key] = AdaptiveTokenBucket(rate, burst)
         return bucket
 
-    def read_budget(self, conn: Connection) -> TokenBucket:
+    def read_budget(self, conn: Connection) -> AdaptiveTokenBucket:
         return self._budget(self._read_budgets, conn, self.settings.read_burst,
                             self.settings.read_rate)
 
@@ -347,7 +374,7 @@ class AciProvider:
         to_get.sort(key=lambda m: self._hints.get(m[0].infra_id, (None, 0.0))[1])
 
         async def one(ref: InfraRef, target: Target) -> None:
-            if not budget.try_take():
+            if not budget.try_acquire():
                 return
             async with semaphore:
                 status = await self._get_status(target)
@@ -363,9 +390,9 @@ class AciProvider:
             raise errors[0]
         return out
 
-    async def _list(self, conn: Connection, budget: TokenBucket
+    async def _list(self, conn: Connection, budget: AdaptiveTokenBucket
                     ) -> dict[str, Mapping[str, Any]] | None:
-        if not budget.try_take():
+        if not budget.try_acquire():
             return None
         client = self.arm.aci(conn)
 
@@ -435,13 +462,30 @@ class AciProvider:
         await self._delete(target, wait=False)
 
     async def cleanup(self, ref: InfraRef) -> None:
-        """Delete the group (a region holds 100 by default) unless keep_container_group."""
-        target = Target.of(ref)
-        if not target.keep:
-            await self._delete(target, wait=True)
+        """Delete the group (a region holds 100 by default) unless keep_container_group.
 
-    async def _delete(self, target: Target, *, wait: bool) -> None:
+        Nothing retries a cleanup, so this one waits for the delete budget (up to
+        ``cleanup_wait``) and, after a 429, for its Retry-After, a few times."""
+        target = Target.of(ref)
+        if target.keep:
+            return
+        s = self.settings
+        for attempt in range(1, s.cleanup_attempts + 1):
+            try:
+                await self._delete(target, wait=True, max_wait=s.cleanup_wait)
+                return
+            except RetryableProviderError as exc:
+                wait = exc.retry_after or 0.0
+                if not exc.throttled or attempt == s.cleanup_attempts or wait > s.cleanup_wait:
+                    raise
+
+    async def _delete(self, target: Target, *, wait: bool,
+                      max_wait: float | None = None) -> None:
+        """One paced delete; a 429 pauses the subscription's deletes for its Retry-After
+        and is raised (throttled, with the wait) for the caller to retry."""
         client = self.arm.aci(target.conn)
+        budget = self.delete_budget(target.conn.subscription_id)
+        await budget.acquire(max_wait)
         try:
             poller = await client.container_groups.begin_delete(target.conn.resource_group,
                                                                 target.group)
@@ -452,7 +496,10 @@ class AciProvider:
         except Exception as exc:
             if getattr(exc, "status_code", None) == 404:
                 return
-            raise provider_error(exc, f"deleting container group {target.group}") from None
+            error = provider_error(exc, f"deleting container group {target.group}")
+            if isinstance(error, RetryableProviderError) and error.throttled:
+                budget.on_throttle(error.retry_after)
+            raise error from None
 
     # ------------------------------------------------------------------ logs
 
@@ -465,7 +512,7 @@ class AciProvider:
             return LogBatch([], cursor)
         budget = self._budget(self._log_budgets, target.conn, self.settings.log_read_burst,
                               self.settings.log_read_rate)
-        if not budget.try_take():
+        if not budget.try_acquire():
             return LogBatch([], cursor)
         client = self.arm.aci(target.conn)
 

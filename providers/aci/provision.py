@@ -40,9 +40,11 @@ from providers.base import (
     ProvisionStep,
     RetryableProviderError,
 )
+from providers.provision_options import ProvisionOption
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in role definition id
 DEFAULT_LOCATION = "eastus"
+CREDENTIAL_KINDS = ("default", "service_principal", "managed_identity")
 REGISTRY_SUFFIX = {"public": "azurecr.io", "china": "azurecr.cn", "usgovernment": "azurecr.us"}
 
 Apply = Callable[[], Awaitable[str | None]]
@@ -62,6 +64,26 @@ class Names:
     resource_group: str
     identity: str
     registry: str
+
+
+PROVISION_OPTIONS = (
+    ProvisionOption("subscription_id", "Azure subscription (default: AZURE_SUBSCRIPTION_ID)"),
+    ProvisionOption("location", f"Azure location (default: {DEFAULT_LOCATION})",
+                    aliases=("region",)),
+    ProvisionOption("resource_group_name", "resource group (default: pushpool-<pool>)"),
+    ProvisionOption("identity_name", "user-assigned managed identity name"),
+    ProvisionOption("registry_name", "container registry name"),
+    ProvisionOption("cloud", "Azure cloud", choices=tuple(CLOUDS)),
+    ProvisionOption("resource_manager_endpoint", "Resource Manager endpoint (Azure Stack, "
+                    "emulators)", aliases=("endpoint_url",)),
+    ProvisionOption("token_scope", "token scope (default: <cloud's endpoint>/.default)"),
+    ProvisionOption("ca_bundle", "CA bundle file that verifies the endpoint's TLS"),
+    ProvisionOption("credentials", "how to sign in; service_principal takes its secret "
+                    "from AZURE_CLIENT_SECRET", choices=CREDENTIAL_KINDS),
+    ProvisionOption("tenant_id", "Entra tenant (service_principal)"),
+    ProvisionOption("client_id", "client id (service_principal, managed_identity)"),
+    ProvisionOption("authority_host", "Entra sign-in host (sovereign clouds, emulators)"),
+)
 
 
 def names_for(pool_name: str, subscription_id: str, options: Mapping[str, Any]) -> Names:
@@ -90,15 +112,27 @@ def connection_from(options: Mapping[str, Any]) -> Connection:
         raise PermanentProviderError(f"cloud: {cloud!r} is not one of {', '.join(CLOUDS)}")
     endpoint = str(options.get("resource_manager_endpoint") or options.get("endpoint_url")
                    or CLOUDS[cloud].resource_manager).rstrip("/")
-    creds = options.get("credentials") if isinstance(options.get("credentials"), Mapping) \
-        else {}
-    assert isinstance(creds, Mapping)
+    given = options.get("credentials")
+    creds: Mapping[str, Any] = given if isinstance(given, Mapping) else {
+        "kind": given, **{k: options[k] for k in ("tenant_id", "client_id", "authority_host")
+                          if options.get(k)}}
+    kind = str(creds.get("kind") or "default")
+    if kind not in CREDENTIAL_KINDS:
+        raise PermanentProviderError(f"credentials: {kind!r} is not one of "
+                                     f"{', '.join(CREDENTIAL_KINDS)}")
     secret = creds.get("client_secret")
+    if not secret and kind == "service_principal":
+        # Never an option (options are stored with the pool): the environment's, as
+        # azure-identity's EnvironmentCredential reads it.
+        secret = os.environ.get("AZURE_CLIENT_SECRET")
+        if not secret:
+            raise PermanentProviderError(
+                "credentials: service_principal needs its secret in AZURE_CLIENT_SECRET")
     return Connection(
         subscription_id=str(subscription), resource_group="-", cloud=cloud, endpoint=endpoint,
         token_scope=str(options.get("token_scope") or CLOUDS[cloud].resource_manager
                         + "/.default"),
-        credential=str(creds.get("kind") or "default"), tenant_id=creds.get("tenant_id"),
+        credential=kind, tenant_id=creds.get("tenant_id"),
         client_id=creds.get("client_id"), authority_host=creds.get("authority_host"),
         ca_bundle=options.get("ca_bundle"),
         client_secret=str(secret) if secret else None)

@@ -71,8 +71,10 @@ from providers.cloud_run.jobs import (
     run_overrides,
 )
 from providers.cloud_run.logs import Cursor, entries_of, log_filter, next_batch, rfc3339
+from providers.cloud_run.provision import PROVISION_OPTIONS
 from providers.cloud_run.status import execution_status, is_active, missing_status, needs_tasks
 from providers.env_settings import values_from_env
+from providers.provision_options import ProvisionOption
 from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "CloudRunProvider", "CloudRunSettings", "Target"]
@@ -154,6 +156,8 @@ class CloudRunProvider:
 
     pool_type: ClassVar[str] = "cloud-run:push"
     config_model: ClassVar[type[ProviderConfig]] = CloudRunConfig
+    # What ``provision`` takes (``work-pool create --provision-infra --infra-option``).
+    provision_options: ClassVar[tuple[ProvisionOption, ...]] = PROVISION_OPTIONS
     # Executions take seconds to start; pushed events make polling only the fallback.
     poll_interval: ClassVar[float] = float(
         os.environ.get("PUSHPOOL_CLOUD_RUN_POLL_INTERVAL") or 5.0)

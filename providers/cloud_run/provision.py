@@ -42,6 +42,7 @@ from providers.base import (
 )
 from providers.cloud_run.config import DEFAULT_REGION, check_endpoint
 from providers.cloud_run.connection import Connection, GoogleClients, default_project
+from providers.provision_options import ProvisionOption
 
 SERVICE_USAGE = "https://serviceusage.googleapis.com"
 ARTIFACT_REGISTRY = "https://artifactregistry.googleapis.com"
@@ -65,6 +66,18 @@ class Names:
     repository: str
     run_account: str
     dispatcher_account: str
+
+
+PROVISION_OPTIONS = (
+    ProvisionOption("project", "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)"),
+    ProvisionOption("region", f"Cloud Run region (default: {DEFAULT_REGION})"),
+    ProvisionOption("endpoint_url", "API endpoint (private endpoints, emulators)",
+                    aliases=("api_endpoint",)),
+    ProvisionOption("repository", "Artifact Registry repository name"),
+    ProvisionOption("service_account_id", "the runs' service account id"),
+    ProvisionOption("mint_key", "also mint a key for the dispatcher's service account",
+                    "bool"),
+)
 
 
 def names_for(pool_name: str, options: Mapping[str, Any]) -> Names:

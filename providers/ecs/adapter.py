@@ -71,6 +71,7 @@ from providers.ecs.events import (
 )
 from providers.ecs.logs import LogReader
 from providers.ecs.network import NetworkDefaults
+from providers.ecs.provision import PROVISION_OPTIONS
 from providers.ecs.provision import provision as _provision
 from providers.ecs.taskdef import (
     AUTO_DEREGISTER_TAG,
@@ -81,6 +82,7 @@ from providers.ecs.taskdef import (
     tag_value,
 )
 from providers.env_settings import values_from_env
+from providers.provision_options import ProvisionOption
 from providers.ratelimit import AdaptiveTokenBucket
 
 __all__ = ["PROVIDER", "EcsProvider", "EcsSettings", "client_token", "started_by_for"]
@@ -176,6 +178,8 @@ class EcsProvider:
 
     pool_type: ClassVar[str] = "ecs:push"
     config_model: ClassVar[type[ProviderConfig]] = EcsConfig
+    # What ``provision`` takes (``work-pool create --provision-infra --infra-option``).
+    provision_options: ClassVar[tuple[ProvisionOption, ...]] = PROVISION_OPTIONS
     # Fargate takes tens of seconds to start a task and DescribeTasks is batched; with
     # EventBridge events feeding the API, polling is only the fallback.
     poll_interval: ClassVar[float] = float(os.environ.get("PUSHPOOL_ECS_POLL_INTERVAL") or 5.0)

@@ -29,6 +29,7 @@ from providers.base import (
     RetryableProviderError,
 )
 from providers.ecs.aws import AwsClients, Connection, code_of
+from providers.provision_options import ProvisionOption
 
 POOL_TAG = "pushpool:pool"
 MANAGED_TAG = "pushpool:managed-by"
@@ -76,6 +77,22 @@ class Names:
     repository: str
     security_group: str
     vpc: str
+
+
+PROVISION_OPTIONS = (
+    ProvisionOption("region", "AWS region (default: your SDK's)"),
+    ProvisionOption("endpoint_url", "AWS API endpoint (VPC endpoints, emulators)"),
+    ProvisionOption("profile", "AWS credentials profile"),
+    ProvisionOption("role_arn", "IAM role to assume for provisioning"),
+    ProvisionOption("cluster", "ECS cluster name (default: pushpool-<pool>)"),
+    ProvisionOption("execution_role_name", "task execution role name"),
+    ProvisionOption("log_group", "CloudWatch log group (default: /pushpool/<pool>)"),
+    ProvisionOption("log_retention_days", "days CloudWatch keeps the logs", "int"),
+    ProvisionOption("ecr_repository", "ECR repository name"),
+    ProvisionOption("security_group_name", "security group name"),
+    ProvisionOption("vpc_id", "use this VPC (default: the default VPC, else a new one)"),
+    ProvisionOption("vpc_cidr", "CIDR of a VPC pushpool makes"),
+)
 
 
 def names_for(pool_name: str, options: Mapping[str, Any]) -> Names:

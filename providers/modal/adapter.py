@@ -4,7 +4,10 @@
 (or reuses) an explicit ``modal.Client`` for the pool's server and token, looks up the
 pool's app (made if missing), and creates the run's sandbox, named from the run id and
 attempt and tagged with run, attempt, pool and deployment. A retried submit first looks
-the name up and adopts what it finds. The ``InfraRef`` carries the server, environment,
+the name up and adopts what it finds. A GPU sandbox is Modal's older kind, which the
+public name lookup finds only while it runs, so its id is also recorded in a Modal Dict
+per app (``ids_dict_name``) right after the create: a retry after it finished reads the
+id there instead of making a second sandbox. The ``InfraRef`` carries the server, environment,
 app and token (or where to read it), so any process can follow the run.
 
 Status is a ``timeout=0`` poll per sandbox; many refs of one app are first matched
@@ -16,6 +19,7 @@ are not listed yet) cost a poll each. The ``modal`` SDK is imported inside the c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -49,7 +53,8 @@ from providers.modal.sandbox import (
     image_key,
     sandbox_name,
 )
-from providers.modal.status import missing_status, native_result, result_status
+from providers.modal.status import missing_status, returncode_status
+from providers.provision_options import ProvisionOption
 
 __all__ = ["PROVIDER", "ModalProvider", "ModalSettings", "console_url"]
 
@@ -96,11 +101,28 @@ async def bounded(call: Awaitable[T], seconds: float, doing: str) -> T:
             "it will be tried again") from None
 
 
+def ids_dict_name(app_name: str) -> str:
+    """The Modal Dict holding a pool's GPU sandbox ids by sandbox name (≤ 64 chars)."""
+    name = f"{app_name}-sandbox-ids"
+    if len(name) > 64:
+        digest = hashlib.sha256(app_name.encode()).hexdigest()[:8]
+        name = f"{app_name[:43]}-{digest}-sandbox-ids"
+    return name
+
+
 class ModalProvider:
     """Modal push pools (``modal:push``)."""
 
     pool_type: ClassVar[str] = "modal:push"
     config_model: ClassVar[type[ProviderConfig]] = ModalConfig
+    # What ``provision`` takes (``work-pool create --provision-infra --infra-option``);
+    # the token comes from MODAL_TOKEN_ID / MODAL_TOKEN_SECRET or the modal profile.
+    provision_options: ClassVar[tuple[ProvisionOption, ...]] = (
+        ProvisionOption("server_url", "Modal server (default: MODAL_SERVER_URL, else "
+                        "Modal's)", aliases=("endpoint_url",)),
+        ProvisionOption("environment", "Modal environment (default: the workspace's)"),
+        ProvisionOption("app_name", "the pool's Modal app (default: pushpool-<pool>)"),
+    )
     # A poll is one cheap unary call (or one listing for many runs) and sandboxes start
     # in seconds, so poll often.
     poll_interval: ClassVar[float] = float(os.environ.get("PUSHPOOL_MODAL_POLL_INTERVAL")
@@ -113,6 +135,7 @@ class ModalProvider:
         # Built images per (client, environment, image settings): once Modal has built
         # one, later creates reuse its id instead of asking for it again on every submit.
         self._images: dict[tuple[Any, ...], Any] = {}
+        self._dicts: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -142,6 +165,9 @@ class ModalProvider:
                                      self.settings.call_timeout, "create sandbox")
         facts = {**conn.facts(), "app_id": app.app_id, "pool": spec.pool_name,
                  "submitted_at": time.time()}
+        if cfg.gpu:  # cleanup drops the recorded id
+            facts["ids_dict"] = ids_dict_name(conn.app_name)
+            facts["sandbox_name"] = sandbox_name(spec.run_id, spec.attempt)
         return InfraRef(sandbox.object_id, facts, console_url(app.app_id))
 
     async def _submit(self, conn: Connection, spec: JobSpec, cfg: ModalConfig,
@@ -174,14 +200,33 @@ class ModalProvider:
         except NotFoundError:
             pass
         if cfg.gpu:
-            # GPU sandboxes are Modal's V1 kind, found only by the V1 lookup (running ones).
+            # GPU sandboxes are Modal's V1 kind: the name lookup finds them only while
+            # they run; a finished one is found by the id recorded after its create.
             try:
                 return await modal.Sandbox.from_name.aio(conn.app_name, name,
                                                          environment_name=environment,
                                                          client=client)
             except NotFoundError:
                 pass
+            recorded = await self._ids(conn, client).get.aio(name)
+            if isinstance(recorded, str) and recorded:
+                try:
+                    return await modal.Sandbox.from_id.aio(recorded, client=client)
+                except NotFoundError:
+                    pass
         return None
+
+    def _ids(self, conn: Connection, client: Any) -> Any:
+        """The pool's Dict of GPU sandbox ids (a lazy handle: made on first use)."""
+        import modal
+
+        key = (conn.client_key(), conn.environment, conn.app_name)
+        handle = self._dicts.get(key)
+        if handle is None:
+            handle = self._dicts[key] = modal.Dict.from_name(
+                ids_dict_name(conn.app_name), environment_name=conn.environment or None,
+                create_if_missing=True, client=client)
+        return handle
 
     async def _create(self, conn: Connection, client: Any, app: Any, spec: JobSpec,
                       cfg: ModalConfig, command: list[str]) -> Any:
@@ -195,6 +240,10 @@ class ModalProvider:
             sandbox = await modal.Sandbox.create.aio(*command, **kwargs)
             if len(self._images) < 1000:
                 self._images[key] = image  # hydrated by the create that just succeeded
+            if cfg.gpu:
+                # At once: a crash between here and the dispatcher storing the reference
+                # is what a retry recovers from (while it runs, the name finds it too).
+                await self._ids(conn, client).put.aio(kwargs["name"], sandbox.object_id)
             return sandbox
         except AlreadyExistsError:
             # A concurrent submit of the same attempt won the name: adopt its sandbox.
@@ -302,7 +351,7 @@ class ModalProvider:
                 return missing_status(sandbox_id, str(exc))
             except Exception as exc:
                 raise translate(exc, "poll sandbox") from exc
-        return result_status(native_result(sandbox))
+        return returncode_status(sandbox.returncode)
 
     # ------------------------------------------------------------------ cancel / cleanup
 
@@ -331,8 +380,19 @@ class ModalProvider:
         """Nothing lingers: terminate the sandbox if it somehow still runs, and drop its
         stream readers. Modal keeps finished sandboxes' records itself."""
         self.readers.drop(ref.infra_id)
-        await bounded(self._terminate(ref, "clean up sandbox"), self.settings.call_timeout,
-                      "clean up sandbox")
+        await bounded(self._clean_up(ref), self.settings.call_timeout, "clean up sandbox")
+
+    async def _clean_up(self, ref: InfraRef) -> None:
+        await self._terminate(ref, "clean up sandbox")
+        name = str((ref.connection or {}).get("sandbox_name") or "")
+        if not name:
+            return
+        conn = connection_of(ref)
+        client = await self._client(conn)
+        try:
+            await self._ids(conn, client).pop.aio(name, None)
+        except Exception as exc:
+            raise translate(exc, "clean up sandbox") from exc
 
     async def _client_for(self, ref: InfraRef) -> Any:
         return await self._client(connection_of(ref))
@@ -428,6 +488,7 @@ class ModalProvider:
     async def close(self) -> None:
         self.readers.clear()
         self._images.clear()
+        self._dicts.clear()
         await self.clients.close()
 
 

@@ -1,7 +1,8 @@
-"""A sandbox's poll result, mapped onto the shared phases.
+"""A sandbox's state, mapped onto the shared phases.
 
-Modal reports a sandbox as running (no result yet) or finished with a ``GenericResult``:
-a status, an exit code and, for failures of Modal's own, an exception message.
+Modal records a finished sandbox as a ``GenericResult``: a status, an exit code and, for
+failures of Modal's own, a message. The table is that native mapping (``result_status``;
+the conformance suite checks it):
 
 | native state (GenericResult status)  | phase      | notes                               |
 |--------------------------------------|------------|-------------------------------------|
@@ -17,13 +18,21 @@ a status, an exit code and, for failures of Modal's own, an exception message.
 | any other (a newer Modal status)     | CRASHED    | a status this adapter does not know |
 | not found                            | MISSING    |                                     |
 
+What the adapter can read, though, is narrower: the modal client's public API shows a
+polled sandbox only as ``Sandbox.returncode`` (the result itself sits behind the client's
+synchronicity wrapper, and the gRPC stub of ``Client`` is documented as unsupported). ``returncode``
+folds TIMEOUT into 124, TERMINATED into 137 and every other status into its exit code, so
+``returncode_status`` tells SUCCESS, FAILURE, TIMEOUT and TERMINATED apart and reads the
+rest by their exit code, without Modal's message. Failures to start that Modal reports
+while creating (an image that does not build, a missing secret) are still refused at
+submit with Modal's words; one after the create reads as its exit code.
+
 The status numbers are Modal's (``modal_proto.api_pb2.GenericResult``); they are copied
 here so that mapping needs no SDK import (a test checks they still match).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from providers.base import InfraPhase, InfraStatus
@@ -112,35 +121,18 @@ def missing_status(sandbox_id: str, detail: str = "") -> InfraStatus:
     return InfraStatus(InfraPhase.MISSING, None, f"{text}: {detail}" if detail else text)
 
 
-@dataclass(frozen=True)
-class _Result:
-    status: int
-    exitcode: int = 0
-    exception: str = ""
-
-
-def native_result(sandbox: Any) -> Any:
-    """The ``GenericResult`` of a polled sandbox handle, or None while it runs.
-
-    The public handle shows only ``returncode``, which reads 0 for a sandbox that failed
-    to start; the result itself sits on the implementation object behind modal's
-    synchronicity wrapper. If a modal release moves it, fall back to what ``returncode``
-    tells (losing only Modal's failure message and the init-failure case).
-    """
-    try:
-        from modal._utils.async_utils import synchronizer
-
-        inner = synchronizer._translate_in(sandbox)
-        impl = getattr(inner, "_impl", None)
-        if impl is not None and hasattr(impl, "result"):
-            result = impl.result
-            return result if result is not None and result.status else None
-    except Exception:  # internals moved: use the public returncode below
-        pass
-    code = sandbox.returncode
+def returncode_status(code: int | None) -> InfraStatus:
+    """The phase from what the public API shows, ``Sandbox.returncode`` (None: running)."""
     if code is None:
-        return None
+        return InfraStatus(InfraPhase.RUNNING)
     if code == 0:
-        return _Result(SUCCESS)
-    return _Result({TIMEOUT_EXIT: TIMEOUT, TERMINATED_EXIT: TERMINATED}.get(code, FAILURE),
-                   code)
+        return InfraStatus(InfraPhase.SUCCEEDED, 0)
+    if code == TIMEOUT_EXIT:
+        return InfraStatus(InfraPhase.FAILED, code,
+                           "the sandbox ran past its timeout and Modal stopped it (exit 124)")
+    if code == TERMINATED_EXIT:
+        return InfraStatus(InfraPhase.CANCELLED, code,
+                           "the sandbox was terminated or killed (exit 137; out of memory "
+                           "looks the same: raise memory if nobody cancelled it)")
+    return InfraStatus(InfraPhase.FAILED, code,
+                       f"the sandbox's command exited with code {code}")

@@ -87,3 +87,16 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def run_cli(server: ServerProcess, *args: str, code: int = 0,
+            env: dict[str, str] | None = None) -> str:
+    """``pushpool ARGS`` in a child process talking to ``server`` (no terminal, so no
+    prompt), asserting its exit code; its stdout and stderr together."""
+    child_env = {**{k: v for k, v in os.environ.items() if not k.startswith("PUSHPOOL_")},
+                 **server.client_env(), "COLUMNS": "200", **(env or {})}
+    done = subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], env=child_env,
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    output = done.stdout + done.stderr
+    assert done.returncode == code, f"pushpool {' '.join(args)} -> {done.returncode}:\n{output}"
+    return output

@@ -3,7 +3,8 @@
 ``FakeModal`` answers the RPCs the modal client makes for ``App.lookup``,
 ``Image.from_registry`` / ``Image.debian_slim().pip_install``, ``Secret.from_name``,
 ``Sandbox.create`` (the V2 calls, and the V1 calls a ``gpu=`` sandbox takes),
-``Sandbox.from_name`` / ``from_id`` / ``list`` / ``poll`` / ``terminate`` and the
+``Sandbox.from_name`` / ``from_id`` / ``list`` / ``poll`` / ``terminate``, ``Dict``
+``from_name`` / ``get`` / ``put`` / ``pop``, and the
 sandbox's stdout and stderr (live, from a byte offset, over the task command router
 for V2 and ``SandboxGetLogs`` for V1). Everything else is refused (see ``server``).
 
@@ -83,6 +84,11 @@ class FakeModal(GrpcFake):
         self.secret_env: dict[str, dict[str, str]] = {}  # anonymous secret id -> its env
         self.sandboxes: dict[str, FakeSandbox] = {}
         self.tokens: dict[str, str] | None = None  # token id -> secret; None: accept any
+        self.dict_names: dict[tuple[str, str], str] = {}  # (environment, name) -> dict id
+        self.dicts: dict[str, dict[bytes, bytes]] = {}  # dict id -> serialized entries
+        self.long_polls = 0  # SandboxWait calls with a timeout (each holds a stream)
+        self.held_polls = 0
+        self.peak_held_polls = 0
         for name in dir(self):
             if name.startswith("rpc_"):
                 self.handlers[name[4:]] = getattr(self, name)
@@ -107,6 +113,9 @@ class FakeModal(GrpcFake):
             self.secrets.clear()
             self.secret_env.clear()
             self.sandboxes.clear()
+            self.dict_names.clear()
+            self.dicts.clear()
+            self.long_polls = self.held_polls = self.peak_held_polls = 0
             self.environments = {"main": "en-main"}
 
     def add_secret(self, name: str, environment: str = "main") -> str:
@@ -315,11 +324,23 @@ class FakeModal(GrpcFake):
         return api_pb2.SandboxGetCommandRouterAccessResponse(url=self.url, jwt=fake_jwt())
 
     async def _wait(self, req: Any, md: dict[str, str]) -> Any:
+        """A zero-timeout poll answers at once; a long poll holds its stream open until
+        the sandbox ends or the timeout passes (``long_polls`` and ``peak_held_polls``
+        record what a watcher pass cost the server)."""
         sb = self._get(req.sandbox_id)
         deadline = time.monotonic() + min(req.timeout, LONG_POLL_CAP)
+        if req.timeout > 0:
+            self.long_polls += 1
+        held = False
         # Polling, not an Event: test controls change state from another thread.
-        while sb.result is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        while sb.result is None and time.monotonic() < deadline:
+            if not held:
+                held = True
+                self.held_polls += 1
+                self.peak_held_polls = max(self.peak_held_polls, self.held_polls)
             await asyncio.sleep(TICK)
+        if held:
+            self.held_polls -= 1
         return api_pb2.SandboxWaitResponse(result=sb.result, metadata=self._metadata(sb))
 
     rpc_SandboxWait = _wait
@@ -336,12 +357,14 @@ class FakeModal(GrpcFake):
     rpc_SandboxTerminate = _terminate
     rpc_SandboxTerminateV2 = _terminate
 
-    def _from_name(self, req: Any, running_only: bool) -> Any:
+    def _from_name(self, req: Any, running_only: bool, v1: bool) -> Any:
+        """A name lookup sees its own kind only: the client falls back from the V2 lookup
+        to the V1 one after a not-found, and the V1 one takes no include_terminated."""
         env = self._env(req.environment_name)
         app_id = self.apps.get((env, req.app_name))
         with self._state:
             found = [sb for sb in self.sandboxes.values()
-                     if sb.app_id == app_id and sb.name == req.sandbox_name]
+                     if sb.app_id == app_id and sb.name == req.sandbox_name and sb.v1 == v1]
         live = [sb for sb in found if sb.running]
         pick = live[-1] if live else None
         if pick is None and req.include_terminated and not running_only and found:
@@ -354,10 +377,51 @@ class FakeModal(GrpcFake):
                                                   metadata=self._metadata(pick))
 
     def rpc_SandboxGetFromNameV2(self, req: Any, md: dict[str, str]) -> Any:
-        return self._from_name(req, running_only=False)
+        return self._from_name(req, running_only=False, v1=False)
 
     def rpc_SandboxGetFromName(self, req: Any, md: dict[str, str]) -> Any:
-        return self._from_name(req, running_only=True)  # V1: running sandboxes only
+        return self._from_name(req, running_only=True, v1=True)  # running sandboxes only
+
+    # ------------------------------------------------------------------ dicts
+
+    def rpc_DictGetOrCreate(self, req: Any, md: dict[str, str]) -> Any:
+        env = self._env(req.environment_name)
+        with self._state:
+            dict_id = self.dict_names.get((env, req.deployment_name))
+            if dict_id is None:
+                if req.object_creation_type != api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
+                    raise GRPCError(Status.NOT_FOUND,
+                                    f"Dict '{req.deployment_name}' not found")
+                dict_id = self.dict_names[(env, req.deployment_name)] = self._new_id("di")
+                self.dicts[dict_id] = {}
+        return api_pb2.DictGetOrCreateResponse(
+            dict_id=dict_id, metadata=api_pb2.DictMetadata(name=req.deployment_name))
+
+    def _dict(self, dict_id: str) -> dict[bytes, bytes]:
+        found = self.dicts.get(dict_id)
+        if found is None:
+            raise GRPCError(Status.NOT_FOUND, f"Dict {dict_id} not found")
+        return found
+
+    def rpc_DictUpdate(self, req: Any, md: dict[str, str]) -> Any:
+        entries = self._dict(req.dict_id)
+        created = False
+        with self._state:
+            for update in req.updates:
+                if req.if_not_exists and update.key in entries:
+                    continue
+                created = created or update.key not in entries
+                entries[update.key] = update.value
+        return api_pb2.DictUpdateResponse(created=created)
+
+    def rpc_DictGet(self, req: Any, md: dict[str, str]) -> Any:
+        value = self._dict(req.dict_id).get(req.key)
+        return api_pb2.DictGetResponse(found=value is not None, value=value or b"")
+
+    def rpc_DictPop(self, req: Any, md: dict[str, str]) -> Any:
+        with self._state:
+            value = self._dict(req.dict_id).pop(req.key, None)
+        return api_pb2.DictPopResponse(found=value is not None, value=value or b"")
 
     def _list(self, req: Any, md: dict[str, str]) -> Any:
         wanted = {t.tag_name: t.tag_value for t in req.tags}
