@@ -34,22 +34,53 @@ def key_from_passphrase(passphrase: str) -> bytes:
     return base64.urlsafe_b64encode(digest)
 
 
+def _keys_in(text: bytes) -> tuple[bytes, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
 def load_or_create_key_file(home: Path) -> bytes:
-    """The key in ``home/secret.key``, made with mode 0600 on first use."""
+    """The newest key in ``home/secret.key``, made with mode 0600 on first use."""
+    return read_key_file(home)[0]
+
+
+def read_key_file(home: Path) -> tuple[bytes, ...]:
+    """Every key in ``home/secret.key``, newest first; the file is made (mode 0600, one
+    new key) if there is none."""
     path = home / KEY_FILE
     try:
-        return path.read_bytes().strip()
+        keys = _keys_in(path.read_bytes())
     except FileNotFoundError:
-        pass
+        keys = ()
+    if keys:
+        return keys
     home.mkdir(parents=True, exist_ok=True)
     key = Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process made it first: use theirs
-        return path.read_bytes().strip()
+        return _keys_in(path.read_bytes()) or (key,)
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
-    return key
+    return (key,)
+
+
+def write_key_file(home: Path, keys: Sequence[bytes]) -> None:
+    """Replace ``home/secret.key`` with ``keys`` (newest first) in one rename, mode 0600,
+    so a reader sees the old file or the new one, never half of one."""
+    if not keys:
+        raise ValueError("the key file needs at least one key")
+    home.mkdir(parents=True, exist_ok=True)
+    temporary = home / f".{KEY_FILE}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"".join(k + b"\n" for k in keys))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, home / KEY_FILE)
+
+
+def new_key() -> bytes:
+    return Fernet.generate_key()
 
 
 @dataclass(frozen=True)
@@ -86,6 +117,16 @@ class SecretBox:
         """``stored`` sealed again under the first key (for key rotation)."""
         return self.seal(self.open(stored))
 
+    def sealed_with_first(self, stored: str) -> bool:
+        """Whether ``stored`` is sealed under the first key (a rotation may skip it)."""
+        if not is_sealed(stored):
+            return False
+        try:
+            Fernet(self.keys[0]).decrypt(stored[len(PREFIX):].encode("ascii"))
+        except (InvalidToken, ValueError):
+            return False
+        return True
+
 
 def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
@@ -95,5 +136,17 @@ def secret_box(home: Path, passphrase: str | None = None,
                previous: Sequence[str] = ()) -> SecretBox:
     """The box a server uses: ``PUSHPOOL_SECRET_KEY`` when set, else the key file; older
     passphrases in ``previous`` still open what they sealed."""
-    first = key_from_passphrase(passphrase) if passphrase else load_or_create_key_file(home)
-    return SecretBox((first, *(key_from_passphrase(p) for p in previous)))
+    older = tuple(key_from_passphrase(p) for p in previous)
+    if passphrase:
+        return SecretBox((key_from_passphrase(passphrase), *older))
+    return SecretBox((*read_key_file(home), *older))
+
+
+def key_file_stamp(home: Path) -> tuple[int, int, int] | None:
+    """What changes when the key file is replaced (None: there is none), so a long-lived
+    process can pick up a key that ``rotate-key`` wrote without a restart."""
+    try:
+        st = (home / KEY_FILE).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

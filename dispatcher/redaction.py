@@ -1,8 +1,11 @@
 """Secrets out of what the API shows: secret-looking env values and credentials in URLs.
 
-The store keeps the real values and jobs receive them; only the API's answers (and so the
-CLI, which prints them) carry redacted copies. What counts as a secret:
+The store keeps the real values (secrets sealed) and jobs receive them in clear; only the
+API's answers (and so the CLI, which prints them) carry redacted copies. What counts as a
+secret:
 
+- a value sealed at rest (``dispatcher.sealing``: declared secret by a schema, such as a
+  flow parameter typed ``SecretStr`` or a job variable marked ``writeOnly``), anywhere;
 - the value of an environment variable whose name contains KEY, TOKEN, SECRET, PASSW(OR)D,
   PASSPHRASE, CREDENTIAL, AUTH or PRIVATE (any case), wherever an environment appears in
   job variables, a rendered job configuration or a pool's base job template: a mapping
@@ -11,15 +14,19 @@ CLI, which prints them) carry redacted copies. What counts as a secret:
 - credentials written into a URL (``https://user:token@host/...``), in any shown string.
 
 Template placeholders (``"{{ api_key }}"``) are not secrets and stay, so a template read
-from the API still renders. Everything else (names, parameters, results) is shown as is.
+from the API still renders. Everything else (names, parameters, results) is shown as is,
+but for the values sealed as declared secrets.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+
+from dispatcher.crypto import is_sealed
 
 REDACTED = "***"
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWD|PASSWORD|PASSPHRASE|CREDENTIAL|AUTH|PRIVATE",
@@ -60,38 +67,75 @@ def url_credential(text: str) -> bool:
     return False
 
 
-def _secret_value(name: Any, value: Any) -> Any:
+def _secret_value(name: Any, value: Any, secret: Callable[[str], Any],
+                  text: Callable[[str], str]) -> Any:
     if isinstance(name, str) and is_secret_name(name) and isinstance(value, str) \
             and not PLACEHOLDER.match(value.strip()):
-        return REDACTED
-    return _redact(value, in_env=True)
+        return secret(value)
+    return _walk(value, True, secret, text)
 
 
-def _redact(value: Any, in_env: bool) -> Any:
+def _walk(value: Any, in_env: bool, secret: Callable[[str], Any],
+          text: Callable[[str], str]) -> Any:
+    """A copy of ``value``: ``secret`` applied to each secret env value, ``text`` to
+    every other string."""
     if isinstance(value, str):
-        return redact_url(value)
+        return text(value)
     if isinstance(value, list):
-        return [_redact_pair(item, in_env) if isinstance(item, dict) else _redact(item, in_env)
-                for item in value]
+        return [_walk_pair(item, in_env, secret, text) if isinstance(item, dict)
+                else _walk(item, in_env, secret, text) for item in value]
     if isinstance(value, dict):
         if in_env:
-            return {key: _secret_value(key, item) for key, item in value.items()}
-        return {key: _redact(item, in_env=str(key).lower() in ENV_KEYS)
+            return {key: _secret_value(key, item, secret, text) for key, item in value.items()}
+        return {key: _walk(item, str(key).lower() in ENV_KEYS, secret, text)
                 for key, item in value.items()}
     return value
 
 
-def _redact_pair(item: dict[str, Any], in_env: bool) -> dict[str, Any]:
-    """``{"name": "API_KEY", "value": "..."}``: the value hides when the name looks secret."""
+def _walk_pair(item: dict[str, Any], in_env: bool, secret: Callable[[str], Any],
+               text: Callable[[str], str]) -> dict[str, Any]:
+    """``{"name": "API_KEY", "value": "..."}``: the value is secret when the name looks so."""
     name = item.get("name")
     if isinstance(name, str) and "value" in item:
-        return {**_redact(item, in_env=False), "value": _secret_value(name, item["value"])}
-    return dict(_redact(item, in_env))
+        return {**_walk(item, False, secret, text),
+                "value": _secret_value(name, item["value"], secret, text)}
+    return dict(_walk(item, in_env, secret, text))
+
+
+def _shown(text: str) -> str:
+    return REDACTED if is_sealed(text) else redact_url(text)
+
+
+def _hidden(_: str) -> str:
+    return REDACTED
 
 
 def redact_json(value: Any) -> Any:
-    """A copy of ``value`` (JSON data) with secret env values and URL credentials hidden."""
-    return _redact(value, in_env=False)
+    """A copy of ``value`` (JSON data) with secret env values, sealed values and URL
+    credentials hidden."""
+    return _walk(value, False, _hidden, _shown)
+
+
+def map_secret_env(value: Any, secret: Callable[[str], Any]) -> Any:
+    """A copy of ``value`` with ``secret`` applied to each env value whose name looks
+    secret (the rule ``redact_json`` hides by), every other string left as it is."""
+    return _walk(value, False, secret, _same)
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def hide_sealed(value: Any) -> Any:
+    """A copy of ``value`` with every sealed string shown as ``***`` (parameters and other
+    values whose secrets are declared, not named)."""
+    if isinstance(value, str):
+        return REDACTED if is_sealed(value) else value
+    if isinstance(value, list):
+        return [hide_sealed(item) for item in value]
+    if isinstance(value, dict):
+        return {key: hide_sealed(item) for key, item in value.items()}
+    return value
 
 
 def redacted_path(value: Any, path: str = "") -> str | None:
@@ -125,6 +169,8 @@ def redact_model(model: M) -> M:
         value = getattr(model, name)
         if name in JSON_FIELDS and value is not None:
             new = redact_json(value)
+        elif isinstance(value, dict):
+            new = hide_sealed(value)
         elif name in TEXT_FIELDS and isinstance(value, str):
             new = redact_url(value)
         elif isinstance(value, BaseModel):

@@ -8,7 +8,8 @@ next start.
 A PostgreSQL store that does not answer at start (still booting beside the server, or
 restarting) is waited for, with a warning per try, instead of ending the process; once the
 server runs, an outage makes GET /api/health say "degraded" and other routes answer 503
-until the database is back.
+until the database is back. A store whose secrets were sealed with another key than the
+configured one stops the start with the way to fix it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import signal
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
+from dispatcher.crypto import SecretDecryptError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Database
 from dispatcher.store.reachability import store_unreachable
+from dispatcher.store.sealed import check_key
 
 log = logging.getLogger("pushpool.server")
 
@@ -73,6 +76,11 @@ async def serve(settings: Settings, host: str, port: int,
     if db is None:
         log.info("stopped before the database answered")
         return
+    try:
+        await check_key(db)
+    except SecretDecryptError as exc:
+        await db.close()
+        raise SystemExit(f"pushpool: not starting: {exc}") from None
     engine = Engine(db, settings, api_url=f"http://{host}:{port}")
     app = create_app(db, engine, settings)
     runner = web.AppRunner(app, handle_signals=False)

@@ -21,7 +21,11 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="Bearer token for every route")
     events_secret: SecretStr | None = Field(
         default=None, description="Shared secret that provider event pushes must send")
-    secret_key: SecretStr | None = Field(default=None, description="Encrypts stored credentials")
+    secret_key: SecretStr | None = Field(
+        default=None, description="Encrypts stored secrets (else a key file in home)")
+    previous_secret_keys: list[SecretStr] = Field(
+        default_factory=list, description="Older secret keys, as a JSON list: still read, "
+                                          "so `pushpool secrets rotate-key` can reseal")
 
     # Engine
     claim_batch_size: int = Field(default=200, ge=1)

@@ -44,6 +44,8 @@ from dispatcher import redaction, store
 from dispatcher.api import create_app
 from dispatcher.api.openapi import build_document
 from dispatcher.api.route_table import ROUTES
+from dispatcher.crypto import is_sealed
+from dispatcher.sealing import open_json
 from dispatcher.settings import Settings
 from dispatcher.store.db import Database
 from tests.fakes.http_repo_server import serve_repos
@@ -302,7 +304,8 @@ def test_redaction_hides_secret_env_values_and_url_credentials_only() -> None:
     assert redaction.redacted_path({"env": {"MODE": "***"}}) is None
 
 
-async def test_the_api_shows_stars_while_the_store_keeps_the_values(tmp_path: Path) -> None:
+async def test_the_api_shows_stars_while_the_store_keeps_the_values_sealed(
+        tmp_path: Path) -> None:
     db = await Database.connect(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     app = create_app(db, None, Settings(home=tmp_path, api_token=None))
     try:
@@ -335,7 +338,10 @@ async def test_the_api_shows_stars_while_the_store_keeps_the_values(tmp_path: Pa
                 "message"]
         stored = await store.get_run(db, run["id"])
         assert stored.job_configuration is not None
-        assert stored.job_configuration["env"] == {
+        env = stored.job_configuration["env"]
+        assert [name for name, value in env.items() if is_sealed(value)] == [
+            "POOL_SECRET", "API_KEY", "RUN_PASSWORD"]
+        assert open_json(env, db.secrets) == {
             "POOL_SECRET": "pool-s", "API_KEY": "dep-k", "MODE": "fast", "RUN_PASSWORD": "run-p"}
     finally:
         await db.close()
@@ -572,8 +578,8 @@ def test_secrets_never_reach_logs_errors_cli_output_or_argv(tmp_path: Path) -> N
             assert done["state"] == "COMPLETED", done
             assert done["result"] == dict.fromkeys(digests, True)
             assert done["job_configuration"]["env"]["API_KEY"] == "***"
-            assert done["job_configuration"]["env"]["DATABASE_URL"] == \
-                "postgresql://***@db.internal/app"
+            # It holds DB_PASSWORD's value, so it is sealed whole, and hidden whole.
+            assert done["job_configuration"]["env"]["DATABASE_URL"] == "***"
             logs = cli(server, "run", "logs", run["id"])
             said += [logs.stdout, logs.stderr]
 

@@ -30,7 +30,6 @@ from sqlalchemy import select
 from dispatcher import crypto, operations
 from dispatcher.api import create_app
 from dispatcher.errors import Unauthorized
-from dispatcher.operations.box import server_box
 from dispatcher.settings import Settings
 from dispatcher.store.common import utcnow
 from dispatcher.store.db import Database
@@ -231,7 +230,7 @@ async def test_a_rotated_secret_works_inside_its_grace_period_and_not_after(
         await deliver(client, path, body, signed(secret, body), 202)
     # After the grace period (the same operation the route calls, two hours from now):
     later = utcnow() + timedelta(hours=2)
-    box = server_box(settings)
+    box = db.secrets
     slug = path.rsplit("/", 1)[1]
 
     async def at_later(secret: str) -> None:
@@ -355,7 +354,7 @@ async def test_the_secret_is_shown_once_and_stored_sealed(
     row = (await db.run(lambda conn: conn.execute(select(webhooks)).all()))[0]
     assert crypto.is_sealed(row.secret) and secret not in json.dumps(
         [str(value) for value in row])
-    assert server_box(settings).open(row.secret) == secret
+    assert db.secrets.open(row.secret) == secret
     await deliver(client, path, b"{}", signed("wrong", b"{}"), 401)
     assert secret not in caplog.text
 

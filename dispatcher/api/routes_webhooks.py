@@ -10,11 +10,10 @@ from aiohttp import web
 
 from dispatcher import operations
 from dispatcher.api import json_body
-from dispatcher.api.context import db_of, settings_of, wake_engine
+from dispatcher.api.context import db_of, wake_engine
 from dispatcher.api.errors import MalformedJson
 from dispatcher.api.routing import Call, json_model, json_models, no_content
 from dispatcher.errors import UnsupportedMediaType
-from dispatcher.operations.box import server_box
 from dispatcher.store import webhooks as hook_store
 from dispatcher.webhooks.models import HookAccepted, SecretRotation, WebhookCreate
 
@@ -37,7 +36,7 @@ async def list_webhooks(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def create_webhook(request: web.Request, call: Call) -> web.StreamResponse:
     created = await operations.webhooks.create_webhook(
-        db_of(request), server_box(settings_of(request)), call.body_as(WebhookCreate))
+        db_of(request), db_of(request).secrets, call.body_as(WebhookCreate))
     return json_model(created, status=201)
 
 
@@ -52,7 +51,7 @@ async def delete_webhook(request: web.Request, call: Call) -> web.StreamResponse
 
 async def rotate_webhook_secret(request: web.Request, call: Call) -> web.StreamResponse:
     rotated = await operations.webhooks.rotate_secret(
-        db_of(request), server_box(settings_of(request)), _name(request),
+        db_of(request), db_of(request).secrets, _name(request),
         call.body_as(SecretRotation))
     return json_model(rotated)
 
@@ -82,7 +81,7 @@ async def deliver_hook(request: web.Request, call: Call) -> web.StreamResponse:
             "webhook settings, choose Content type: application/json)")
     body = await request.read()  # raises 413 past client_max_size
     run, created = await operations.webhooks.deliver(
-        db_of(request), server_box(settings_of(request)), request.match_info["slug"],
+        db_of(request), db_of(request).secrets, request.match_info["slug"],
         request.headers, body, _decode)
     if created:
         wake_engine(request)

@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from dispatcher import metrics, store, templates
+from dispatcher import metrics, sealing, store, templates
+from dispatcher.crypto import SecretBox, SecretDecryptError
 from dispatcher.engine.backoff import backoff_delay
 from dispatcher.engine.breaker import BreakerPolicy, CircuitBreakers
-from dispatcher.engine.jobspec import IdentityEnv, build_job_spec
+from dispatcher.engine.jobspec import BuiltJob, IdentityEnv, build_job
 from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Claim, ClaimedRun, Database, SubmissionRecord
@@ -243,10 +244,11 @@ class Dispatcher:
 
     async def _submit(self, run: ClaimedRun) -> None:
         try:
-            spec = build_job_spec(run, self.identity_env)
+            job = build_job(run, self.identity_env, self.db.secrets)
+            spec = job.spec
             provider = registry.get_provider(run.pool_type)
         except (templates.TemplateError, registry.UnknownPoolType,
-                registry.ProviderUnavailable, ValueError) as exc:
+                registry.ProviderUnavailable, SecretDecryptError, ValueError) as exc:
             await self._dead_letter(run, "build", f"could not build the job: {exc}",
                                     list(run.submit_errors))
             return
@@ -263,7 +265,7 @@ class Dispatcher:
                 return
             if isinstance(outcome, InfraRef):
                 self._unrecorded[run.run_id] += 1
-                await self._records.put(_record(run, spec, outcome))
+                await self._records.put(_record(run, job, outcome, self.db.secrets))
                 await self._provider_answered(run)
                 return
             if isinstance(outcome, PermanentProviderError):
@@ -467,11 +469,14 @@ class Dispatcher:
                 log_failure(log, "renewing leases failed")
 
 
-def _record(run: ClaimedRun, spec: JobSpec, ref: InfraRef) -> SubmissionRecord:
+def _record(run: ClaimedRun, job: BuiltJob, ref: InfraRef, box: SecretBox
+            ) -> SubmissionRecord:
     infra_id = ref.infra_id
+    connection = sealing.seal_connection(dict(ref.connection), sealing.sealer(box))
     return SubmissionRecord(run_id=run.run_id, infra_id=infra_id, console_url=ref.console_url,
-                            connection=dict(ref.connection),
-                            job_configuration=spec.config, timeout_seconds=spec.timeout,
+                            connection=connection,
+                            job_configuration=job.stored_configuration,
+                            timeout_seconds=job.spec.timeout,
                             message=f"submitted to {run.pool_type} as {infra_id}")
 
 

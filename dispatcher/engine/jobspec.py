@@ -1,13 +1,17 @@
-"""Claimed run -> provider-neutral JobSpec: merge job variables, render the template."""
+"""Claimed run -> provider-neutral JobSpec: open the stored secrets, merge job variables,
+render the template. The adapter gets clear values; what is stored of the job again (its
+configuration) is sealed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from dispatcher import templates
+from dispatcher import sealing, templates
+from dispatcher.crypto import SecretBox
 from dispatcher.store import ClaimedRun
 from providers.base import JobSpec, job_name_for
 
@@ -26,8 +30,34 @@ def execute_command(pool_type: str) -> list[str]:
 IdentityEnv = Callable[[ClaimedRun, int | None], dict[str, str]]
 
 
+@dataclasses.dataclass(frozen=True)
+class BuiltJob:
+    spec: JobSpec  # clear: what the adapter is given
+    stored_configuration: dict[str, Any]  # spec.config with its secrets sealed
+
+
+def build_job(run: ClaimedRun, identity_env: IdentityEnv, box: SecretBox) -> BuiltJob:
+    """The run's JobSpec from its stored (sealed) values, and its configuration to store.
+    Raises templates.TemplateError as ``build_job_spec`` does, SecretDecryptError if a
+    stored secret does not open with ``box``."""
+    template = sealing.open_json(run.base_job_template, box)
+    deployment_vars = sealing.open_json(run.deployment_job_variables, box)
+    run_vars = sealing.open_json(run.run_job_variables, box)
+    opened = dataclasses.replace(
+        run, base_job_template=template, deployment_job_variables=deployment_vars,
+        run_job_variables=run_vars, parameters=sealing.open_json(run.parameters, box))
+    spec = build_job_spec(opened, identity_env)
+    schema = template.get("variables", {})
+    merged = templates.merge_job_variables(templates.schema_defaults(schema),
+                                           deployment_vars, run_vars)
+    stored = sealing.seal_job_configuration(spec.config, merged, schema,
+                                            sealing.sealer(box))
+    return BuiltJob(spec, stored)
+
+
 def build_job_spec(run: ClaimedRun, identity_env: IdentityEnv) -> JobSpec:
     """Raises templates.TemplateError if the pool's template no longer fits the overrides.
+    ``run`` holds clear values (``build_job`` opens the stored ones).
 
     ``identity_env(run, timeout)`` gives the env that names the run to its job (API URL,
     run token valid until the timeout has passed)."""

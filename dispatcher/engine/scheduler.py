@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from dispatcher import schedules, store, templates
+from dispatcher import schedules, sealing, store, templates
+from dispatcher.crypto import SecretBox
 from dispatcher.models import RunState, ScheduleSpec
 from dispatcher.settings import Settings
 from dispatcher.store import Database, ScheduleTarget
@@ -97,22 +98,32 @@ class SlotPlan:
         return targets
 
 
-def render_job(target: ScheduleTarget) -> dict[str, Any] | None:
-    """The deployment's job configuration, or None (logged) if it no longer fits its pool."""
+def render_job(target: ScheduleTarget, box: SecretBox | None = None) -> dict[str, Any] | None:
+    """The deployment's job configuration, or None (logged) if it no longer fits its pool.
+    With ``box``, the stored secrets are opened to render and the result sealed again."""
+    template, job_variables = target.base_job_template, target.job_variables
+    if box is not None:
+        template = sealing.open_json(template, box)
+        job_variables = sealing.open_json(job_variables, box)
     try:
-        _, rendered = templates.resolve_job(target.base_job_template, target.job_variables, {})
+        merged, rendered = templates.resolve_job(template, job_variables, {})
     except templates.TemplateError as exc:
         log.warning("deployment %s no longer fits its pool's template (%s); not scheduling",
                     target.deployment_name, exc)
         return None
-    return rendered
+    if box is None:
+        return rendered
+    return sealing.seal_job_configuration(rendered, merged, template.get("variables", {}),
+                                          sealing.sealer(box))
 
 
 def run_rows(target: ScheduleTarget, slots: list[datetime], now: datetime,
-             rendered: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The runs table rows for ``slots`` (``rendered``: the job configuration, if known)."""
+             rendered: dict[str, Any] | None = None,
+             box: SecretBox | None = None) -> list[dict[str, Any]]:
+    """The runs table rows for ``slots`` (``rendered``: the job configuration, if known;
+    ``box``: the store's, when the target holds sealed secrets)."""
     if rendered is None:
-        rendered = render_job(target)
+        rendered = render_job(target, box)
         if rendered is None:
             return []
     return [{
@@ -144,8 +155,8 @@ class _Planned:
 
 
 def _plan_page(work: list[tuple[ScheduleMark, list[datetime]]],
-               fields: dict[str, DeploymentFields], pools: dict[str, dict[str, Any]]
-               ) -> list[_Planned]:
+               fields: dict[str, DeploymentFields], pools: dict[str, dict[str, Any]],
+               box: SecretBox) -> list[_Planned]:
     """Each schedule's target and job, rendering each pool and job variables pair once."""
     rendered: dict[tuple[str, str], dict[str, Any] | None] = {}
     planned = []
@@ -160,7 +171,7 @@ def _plan_page(work: list[tuple[ScheduleMark, list[datetime]]],
             deployment.parameters, deployment.job_variables, template)
         key = (deployment.pool_id, json.dumps(deployment.job_variables, sort_keys=True))
         if key not in rendered:
-            rendered[key] = render_job(target)
+            rendered[key] = render_job(target, box)
         job = rendered[key]
         if job is not None:  # else no runs, and materialised_until stays: retried next pass
             planned.append(_Planned(mark, target, slots, job))
@@ -244,7 +255,8 @@ class Scheduler:
         if not work:
             return 0
         fields = await deployment_fields(self.db, (mark.deployment_id for mark, _ in work))
-        planned = await asyncio.to_thread(_plan_page, work, fields, pools)
+        planned = await asyncio.to_thread(_plan_page, work, fields, pools,
+                                            self.db.secrets)
         inserted = 0
         for group in _transactions(planned):  # rows made per transaction: memory stays low
             batch = await asyncio.to_thread(_new_slots, group, plan.now)

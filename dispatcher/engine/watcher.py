@@ -20,7 +20,8 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from dispatcher import store
+from dispatcher import sealing, store
+from dispatcher.crypto import SecretBox
 from dispatcher.models import RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Database, WatchedRun
@@ -46,10 +47,12 @@ class Change:
     cursor: str | None = None
 
 
-def infra_ref(run: WatchedRun) -> InfraRef:
-    """What the adapter's submit returned for a submitted run, for its later calls."""
+def infra_ref(run: WatchedRun, box: SecretBox) -> InfraRef:
+    """What the adapter's submit returned for a submitted run, for its later calls (its
+    connection opened: the adapter gets clear values)."""
     assert run.infra_id is not None
-    return InfraRef(run.infra_id, run.infra_connection or {}, run.console_url)
+    return InfraRef(run.infra_id, sealing.open_json(run.infra_connection or {}, box),
+                    run.console_url)
 
 
 def state_for(status: InfraStatus, current: RunState) -> tuple[RunState, str] | None:
@@ -159,7 +162,7 @@ class Watcher:
                 changes.update(await self._watch_group(provider, group, now))
         if changes:
             await self._apply(changes, {
-                r.run_id: (provider, infra_ref(r)) for r in watched
+                r.run_id: (provider, infra_ref(r, self.db.secrets)) for r in watched
                 if r.infra_id and (provider := providers[r.pool_type]) is not None})
         self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
         if self._resume_after:
@@ -187,7 +190,8 @@ class Watcher:
         if not submitted:
             return changes
         try:
-            statuses = await provider.status_many([infra_ref(r) for r in submitted])
+            box = self.db.secrets
+            statuses = await provider.status_many([infra_ref(r, box) for r in submitted])
         except Exception as exc:
             # A provider hiccup must never end a run: keep watching (ACI #22077).
             log.warning("status of %d %s run(s) failed: %s", len(submitted),
@@ -200,7 +204,7 @@ class Watcher:
                 continue
             change = Change()
             try:
-                batch = await provider.logs(infra_ref(run), run.log_cursor)
+                batch = await provider.logs(infra_ref(run, self.db.secrets), run.log_cursor)
                 change.logs, change.cursor = batch.lines, batch.cursor
             except Exception as exc:
                 log.warning("logs of run %s failed: %s", run.run_id, exc)
@@ -232,7 +236,7 @@ class Watcher:
     def _request_cancel(self, provider: Provider, run: WatchedRun) -> None:
         if run.run_id in self._cancelling or run.infra_id is None:
             return
-        ref = infra_ref(run)
+        ref = infra_ref(run, self.db.secrets)
 
         async def cancel() -> None:
             try:

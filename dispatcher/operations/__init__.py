@@ -3,10 +3,10 @@
 The store reads and writes; these modules decide. ``pools`` and ``deployments`` check
 templates and job variables against the pool type's adapter, ``events`` applies pushed
 provider events to runs, ``webhooks`` checks deliveries and starts their runs (sealing
-with the server's secret box from ``box``). Each function is plain and awaits the store;
-none holds state.
+with the store's secret box, ``db.secrets``), ``secrets`` rotates the key. Each function is
+plain and awaits the store; none holds state.
 """
 
-from dispatcher.operations import box, deployments, events, pools, runs, webhooks
+from dispatcher.operations import deployments, events, pools, runs, secrets, webhooks
 
-__all__ = ["box", "deployments", "events", "pools", "runs", "webhooks"]
+__all__ = ["deployments", "events", "pools", "runs", "secrets", "webhooks"]

@@ -1,11 +1,12 @@
 """Deployment rules: job-variable overrides must fit the pool's schema, and the rendered
-job configuration must be one the pool type's adapter accepts, before anything is stored."""
+job configuration must be one the pool type's adapter accepts, before anything is stored;
+secret parameters and job variables are stored sealed."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dispatcher import store, templates
+from dispatcher import sealing, store, templates
 from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.models import Deployment, DeploymentApply
 from dispatcher.operations.runs import validate_parameters
@@ -38,6 +39,15 @@ async def apply_deployment(db: Database, data: DeploymentApply) -> tuple[Deploym
         pool = await store.get_pool(db, data.pool_name)
     except NotFound:
         pool = None  # the store says so, with the way out, in its own transaction
+    seal = sealing.sealer(db.secrets)
+    sealed: dict[str, Any] = {
+        "parameters": sealing.seal_parameters(data.parameters, data.parameter_schema, seal)}
+    if data.parameter_schema:
+        sealed["parameter_schema"] = sealing.seal_schema_defaults(
+            data.parameter_schema, seal, field="parameter_schema")
     if pool is not None:
-        check_job_variables(pool.type, pool.base_job_template, data.job_variables)
-    return await store.apply_deployment(db, data)
+        template = sealing.open_json(pool.base_job_template, db.secrets)
+        check_job_variables(pool.type, template, data.job_variables)
+        sealed["job_variables"] = sealing.seal_job_variables(
+            data.job_variables, template.get("variables", {}), seal)
+    return await store.apply_deployment(db, data.model_copy(update=sealed))

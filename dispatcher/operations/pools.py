@@ -1,11 +1,11 @@
-"""Work-pool rules: a pool's type must be one the registry knows, and a pool without a
-template starts with its adapter's default."""
+"""Work-pool rules: a pool's type must be one the registry knows, a pool without a
+template starts with its adapter's default, and the template's secrets are stored sealed."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dispatcher import store, templates
+from dispatcher import sealing, store, templates
 from dispatcher.errors import InvalidInput
 from dispatcher.models import WorkPool, WorkPoolCreate, WorkPoolUpdate
 from dispatcher.store import Database
@@ -40,7 +40,8 @@ async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:
     except templates.TemplateError as exc:
         raise InvalidInput(exc.field if field == "base_job_template" else field,
                            exc.message, exc.fix) from exc
-    return await store.create_pool(db, data.model_copy(update={"base_job_template": template}))
+    sealed = sealing.seal_template(template, sealing.sealer(db.secrets))
+    return await store.create_pool(db, data.model_copy(update={"base_job_template": sealed}))
 
 
 async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool:
@@ -50,4 +51,6 @@ async def update_pool(db: Database, name: str, data: WorkPoolUpdate) -> WorkPool
             templates.validate_base_job_template(data.base_job_template)
         except templates.TemplateError as exc:
             raise InvalidInput(exc.field, exc.message, exc.fix) from exc
+        sealed = sealing.seal_template(data.base_job_template, sealing.sealer(db.secrets))
+        data = data.model_copy(update={"base_job_template": sealed})
     return await store.update_pool(db, name, data)

@@ -1,6 +1,7 @@
 """Run rules: a new run's parameters must fit its flow's schema and its job-variable
 overrides the pool's; its job configuration is rendered here, inside the store's creating
-transaction (``store.create_run(..., prepare=prepare_run)``)."""
+transaction (``store.create_run(..., prepare=run_preparer(box))``), from the stored values
+opened, and what is secret in the run is sealed again before it is stored."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from typing import Any
 
 import jsonschema
 
-from dispatcher import store, templates
+from dispatcher import sealing, store, templates
+from dispatcher.crypto import SecretBox, SecretDecryptError
 from dispatcher.errors import InvalidInput
 from dispatcher.models import Run, RunCreate
 from dispatcher.store import Database
-from dispatcher.store.runs import PreparedRun, RunTarget
+from dispatcher.store.runs import PreparedRun, RunPreparer, RunTarget
 
 
 def validate_parameters(schema: dict[str, Any] | None, parameters: dict[str, Any],
@@ -46,25 +48,51 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
     return rendered
 
 
-def prepare_run(target: RunTarget, data: RunCreate) -> PreparedRun:
-    """The run's parameters (the deployment's, overridden by the run's) and its rendered
-    job configuration; a bad value is a 422 naming its field."""
-    parameters = {**target.parameters, **data.parameters}
+def prepare_run(target: RunTarget, data: RunCreate, box: SecretBox) -> PreparedRun:
+    """The run's parameters (the deployment's, overridden by the run's), its own job
+    variables and its rendered job configuration, secrets sealed; a bad value is a 422
+    naming its field."""
+    template = sealing.open_json(target.base_job_template, box)
+    deployment_vars = sealing.open_json(target.job_variables, box)
+    run_params = _opened_input(data.parameters, "parameters", box)
+    run_vars = _opened_input(data.job_variables, "job_variables", box)
+    parameters = {**sealing.open_json(target.parameters, box), **run_params}
     validate_parameters(target.parameter_schema, parameters, enforce_required=True)
-    rendered = resolve_run_job(target.base_job_template, target.job_variables,
-                               data.job_variables)
-    return PreparedRun(parameters, rendered)
+    rendered = resolve_run_job(template, deployment_vars, run_vars)
+    seal = sealing.sealer(box)
+    schema = template.get("variables", {})
+    merged = templates.merge_job_variables(templates.schema_defaults(schema),
+                                           deployment_vars, run_vars)
+    return PreparedRun(
+        parameters=sealing.seal_parameters(parameters, target.parameter_schema, seal),
+        job_configuration=sealing.seal_job_configuration(rendered, merged, schema, seal),
+        job_variables=sealing.seal_job_variables(run_vars, schema, seal))
+
+
+def _opened_input(values: dict[str, Any], field: str, box: SecretBox) -> dict[str, Any]:
+    """A caller's values, opened where they hold sealed text (a resubmitted run's)."""
+    try:
+        return dict(sealing.open_json(values, box))
+    except SecretDecryptError:
+        raise InvalidInput(field, "holds a value that starts like a sealed secret "
+                           "('enc:v1:') but no key of this server opens it",
+                           "send the value in clear") from None
+
+
+def run_preparer(box: SecretBox) -> RunPreparer:
+    return lambda target, data: prepare_run(target, data, box)
 
 
 async def create_run(db: Database, deployment_ref: str, data: RunCreate, *,
                      idempotency_key: str | None = None,
                      resubmitted_from: str | None = None) -> tuple[Run, bool]:
     """A run of a deployment; the same idempotency key returns the same run."""
-    return await store.create_run(db, deployment_ref, data, prepare=prepare_run,
+    return await store.create_run(db, deployment_ref, data,
+                                  prepare=run_preparer(db.secrets),
                                   idempotency_key=idempotency_key,
                                   resubmitted_from=resubmitted_from)
 
 
 async def resubmit_run(db: Database, run_id: str) -> tuple[Run, bool]:
     """A finished run started again as a new, linked run (dead letters, say)."""
-    return await store.resubmit_run(db, run_id, prepare=prepare_run)
+    return await store.resubmit_run(db, run_id, prepare=run_preparer(db.secrets))

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from dispatcher.crypto import SecretBox
 from dispatcher.errors import InvalidInput, Unauthorized
 from dispatcher.models import Run, RunCreate
-from dispatcher.operations.runs import prepare_run
+from dispatcher.operations.runs import run_preparer
 from dispatcher.store import Database
 from dispatcher.store import webhooks as hook_store
 from dispatcher.store.common import utcnow
@@ -100,4 +100,5 @@ async def deliver(db: Database, box: SecretBox, slug: str, headers: Mapping[str,
                            "send less data") from None
     record = None if verified.replay_key is None or verified.remember_until is None else \
         hook_store.DeliveryRecord(verified.replay_key, verified.remember_until)
-    return await hook_store.record_delivery(db, hook, record, data, key, prepare=prepare_run)
+    return await hook_store.record_delivery(db, hook, record, data, key,
+                                            prepare=run_preparer(db.secrets))

@@ -9,12 +9,19 @@ Store functions are plain synchronous transactions over a SQLAlchemy ``Connectio
   instead of in SQLite's sleeping busy handler; reads run beside them under WAL.
 - PostgreSQL: on asyncpg through ``AsyncConnection.run_sync``, no threads involved. Every
   round trip counts here, so reads skip BEGIN/COMMIT and checkouts skip the pre-ping.
+
+``db.secrets`` is the box that seals and opens the store's secret values (the layers above
+decide what is secret, see ``dispatcher/sealing.py``). The SQLite file is made with mode
+0600 and deletes overwrite what they free (``secure_delete``), so a value sealed in place
+leaves no clear copy in the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +30,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from dispatcher.crypto import SecretBox
 
 T = TypeVar("T")
 
@@ -48,6 +57,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -82,22 +92,46 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     return engine
 
 
-def _run_migrations(sync_conn: Connection) -> None:
+def _run_migrations(sync_conn: Connection, secrets: Callable[[], SecretBox]) -> None:
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = sync_conn
+    config.attributes["secrets"] = secrets  # 0010 seals the secrets an older store kept
     command.upgrade(config, "head")
+
+
+def _private_file(path: Path) -> None:
+    """``path`` exists with mode 0600 (an older file is narrowed, and it is said)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("%s was readable by other users (mode %o); it is now 0600", path, mode)
+
+
+def _settings_secrets() -> Callable[[], SecretBox]:
+    from dispatcher.secret_keys import live_box
+    from dispatcher.settings import get_settings
+
+    return live_box(get_settings())
 
 
 class Database:
     """One store and the way to run a transaction on it (see the module docstring)."""
 
     def __init__(self, url: str, *, sync_engine: Engine | None = None,
-                 async_engine: AsyncEngine | None = None):
+                 async_engine: AsyncEngine | None = None,
+                 secrets: SecretBox | Callable[[], SecretBox] | None = None):
         self.url = url
+        self._secrets = secrets
         self._sync_engine = sync_engine
         self._async_engine = async_engine
         engine_dialect = (sync_engine or async_engine).dialect  # type: ignore[union-attr]
@@ -106,17 +140,34 @@ class Database:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="pushpool-db-write")
             self._readers = ThreadPoolExecutor(4, thread_name_prefix="pushpool-db-read")
 
+    @property
+    def secrets(self) -> SecretBox:
+        """The box for this store's secrets: as given, else from the settings
+        (PUSHPOOL_SECRET_KEY or the key file in PUSHPOOL_HOME), made on first use."""
+        if self._secrets is None:
+            self._secrets = _settings_secrets()
+        return self._secrets if isinstance(self._secrets, SecretBox) else self._secrets()
+
+    @secrets.setter
+    def secrets(self, box: SecretBox | Callable[[], SecretBox]) -> None:
+        self._secrets = box
+
     @classmethod
-    async def connect(cls, url: str, *, migrate: bool = True) -> Database:
+    async def connect(cls, url: str, *, migrate: bool = True,
+                      secrets: SecretBox | Callable[[], SecretBox] | None = None
+                      ) -> Database:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            db = cls(url, sync_engine=_sqlite_engine(url))
+                _private_file(Path(parsed.database).expanduser())
+            db = cls(url, sync_engine=_sqlite_engine(url), secrets=secrets)
         else:
-            db = cls(url, async_engine=_postgresql_engine(url))
+            db = cls(url, async_engine=_postgresql_engine(url), secrets=secrets)
         if migrate:
-            await db.run(_migrate, write=True)
+            await db.run(lambda conn: _migrate(conn, lambda: db.secrets), write=True)
+            if db._sync_engine is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    db._writer, _checkpoint, db._sync_engine)
         return db
 
     async def run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
@@ -162,8 +213,16 @@ class Database:
             await self._async_engine.dispose()
 
 
-def _migrate(conn: Connection) -> None:
+def _migrate(conn: Connection, secrets: Callable[[], SecretBox]) -> None:
     if conn.dialect.name == "postgresql":
         # Replicas starting together must not run the same migration twice.
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
-    _run_migrations(conn)
+    _run_migrations(conn, secrets)
+
+
+def _checkpoint(engine: Engine) -> None:
+    """Empty the write-ahead log into the file: pages a migration rewrote (secrets sealed
+    in place) keep no older, clear copy in the log. Outside any transaction."""
+    with engine.connect() as conn:
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "PRAGMA wal_checkpoint(TRUNCATE)")

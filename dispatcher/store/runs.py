@@ -147,10 +147,12 @@ class RunTarget:
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """The rules' answer: the run's parameters and its rendered job configuration."""
+    """The rules' answer: the run's parameters, its own job variables and its rendered job
+    configuration, as they are to be stored (secrets sealed)."""
 
     parameters: dict[str, Any]
     job_configuration: dict[str, Any]
+    job_variables: dict[str, Any]
 
 
 # Checks and renders a new run (raising InvalidInput); dispatcher/operations/runs.py
@@ -175,7 +177,7 @@ def _new_run(target: Row[Any], data: RunCreate, key: str | None,
         id=run_id, name=data.name or f"{target.name}-{run_id[:8]}", deployment_id=target.id,
         pool_id=target.pool_id, queue_id=target.queue_id, state=RunState.SCHEDULED.value,
         state_message="created", scheduled_time=scheduled, parameters=parameters,
-        job_variables=data.job_variables, job_configuration=rendered, attempt=0,
+        job_variables=prepared.job_variables, job_configuration=rendered, attempt=0,
         idempotency_key=key, auto_scheduled=False, resubmitted_from=resubmitted_from,
         created=now, updated=now)
 

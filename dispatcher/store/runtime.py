@@ -37,13 +37,16 @@ async def run_token_key(db: Database, secret_key: str | None = None) -> bytes:
     (made on first use; replicas racing to make it all end up with the first one's)."""
     if secret_key:
         return run_tokens.key_from_secret(secret_key)
+    box = db.secrets  # the stored key is itself sealed
+
     def read_or_make(conn: Connection) -> str:
         conn.execute(insert_ignoring_conflicts(db.dialect, server_secrets, [
-            {"name": RUN_TOKEN_SECRET, "value": secrets.token_hex(32), "created": utcnow()}]))
+            {"name": RUN_TOKEN_SECRET, "value": box.seal(secrets.token_hex(32)),
+             "created": utcnow()}]))
         return str(conn.execute(select(server_secrets.c.value).where(
             server_secrets.c.name == RUN_TOKEN_SECRET)).scalar_one())
 
-    return run_tokens.key_from_secret(await db.run(read_or_make, write=True))
+    return run_tokens.key_from_secret(box.open(await db.run(read_or_make, write=True)))
 
 
 async def report_run_state(db: Database, run_id: str, state: RunState,

@@ -41,6 +41,8 @@ class RecordingState:
     cancels: list[str] = field(default_factory=list)
     hang: bool = False  # submits never answer (until cancelled)
     submitted_event: asyncio.Event | None = None
+    connection: dict[str, Any] = field(default_factory=dict)  # what submit's InfraRef holds
+    status_refs: list[InfraRef] = field(default_factory=list)  # what status calls were given
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -80,9 +82,11 @@ class RecordingProvider:
         STATE.phases.setdefault(spec.run_id, STATE.default_phase)
         if STATE.submitted_event is not None:
             STATE.submitted_event.set()
-        return InfraRef(infra_id=f"rec-{spec.run_id}", console_url=None)
+        return InfraRef(infra_id=f"rec-{spec.run_id}", connection=dict(STATE.connection),
+                        console_url=None)
 
     async def status(self, ref: InfraRef) -> InfraStatus:
+        STATE.status_refs.append(ref)
         run_id = ref.infra_id.removeprefix("rec-")
         phase = STATE.phases.get(run_id, InfraPhase.MISSING)
         return InfraStatus(phase, STATE.exit_codes.get(run_id))
