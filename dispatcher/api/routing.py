@@ -76,6 +76,8 @@ class Route:
     media_type: str = "application/json"  # of the success answer (/metrics: text)
     events_secret: bool = False  # public to the API token; ``authorize`` checks its own secret
     authorize: Authorize | None = None  # the route's own credential check (run token, secret)
+    # Path parameters narrower than any string, by name: their JSON Schema.
+    path_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- parsing

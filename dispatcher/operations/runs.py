@@ -4,13 +4,14 @@ transaction (``store.create_run(..., prepare=prepare_run)``)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
 
 from dispatcher import store, templates
 from dispatcher.errors import InvalidInput
-from dispatcher.models import Run, RunCreate
+from dispatcher.models import MAX_SECONDS, Run, RunCreate
 from dispatcher.store import Database
 from dispatcher.store.runs import PreparedRun, RunTarget
 
@@ -46,9 +47,20 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
     return rendered
 
 
+def check_scheduled_time(when: datetime | None, now: datetime | None = None) -> None:
+    """A run may be started up to ten years ahead (MAX_SECONDS, the intervals' limit too):
+    a time past that is a typo (9999-12-31), not a plan."""
+    if when is None or when.tzinfo is None:  # None: now; no zone: the store says so
+        return
+    if when - (now or datetime.now(UTC)) > timedelta(seconds=MAX_SECONDS):
+        raise InvalidInput("scheduled_time", f"{when.isoformat()} is more than ten years "
+                           "ahead", "give a time within the next ten years")
+
+
 def prepare_run(target: RunTarget, data: RunCreate) -> PreparedRun:
     """The run's parameters (the deployment's, overridden by the run's) and its rendered
     job configuration; a bad value is a 422 naming its field."""
+    check_scheduled_time(data.scheduled_time)
     parameters = {**target.parameters, **data.parameters}
     validate_parameters(target.parameter_schema, parameters, enforce_required=True)
     rendered = resolve_run_job(target.base_job_template, target.job_variables,
