@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class PushpoolError(Exception):
@@ -16,6 +19,25 @@ class PushpoolError(Exception):
 
     def to_json(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, "details": self.details}
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("schedules", 0, "cron")`` -> ``schedules[0].cron``: how every error names a field."""
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return path.lstrip(".")
+
+
+def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
+    """Each error of ``exc`` as (field path, message), the way the API words them, so the
+    SDK, pushpool.yaml and the API refuse the same input with the same words."""
+    found = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"])
+        # pydantic prefixes messages from our own validators; the prefix helps nobody.
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        found.append((field_path(tuple(error["loc"])), message))
+    return found
 
 
 class InvalidInput(PushpoolError):

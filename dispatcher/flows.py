@@ -31,6 +31,7 @@ import inspect
 import logging
 import re
 import sys
+import tempfile
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,8 +41,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from dispatcher.errors import validation_messages
 from dispatcher.models import NAME_PATTERN, NAME_RULE, Deployment, ScheduleSpec
-from dispatcher.sources import GitSource, SourceError, is_git_url, parse_source
+from dispatcher.sources import GitSource, SourceError, fetch_source, is_git_url, parse_source
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -129,21 +131,9 @@ class Flow(Generic[P, R]):
         """This flow, deployed from ``source`` (a git URL, a GitSource or a directory)
         where ``entrypoint`` ("path/to/file.py:function", relative to it) defines it."""
         _check_entrypoint(entrypoint)
-        if isinstance(source, GitSource):
-            text = source.to_string()
-        elif isinstance(source, str) and is_git_url(source):
-            try:
-                parse_source(source)  # checks its #settings
-            except SourceError as exc:
-                raise FlowError(f"source: {exc}") from None
-            text = source
-        else:
-            directory = Path(source).expanduser().resolve()
-            if not directory.is_dir():
-                raise FlowError(f"source: {directory} is not a directory; give a git URL or "
-                                "the directory holding the flow's code")
-            _check_local_entrypoint(directory, entrypoint)
-            text = str(directory)
+        text = source_text(source)
+        if not is_git_url(text):
+            _check_local_entrypoint(Path(text), entrypoint)
         return dataclasses.replace(self, source=text, entrypoint=entrypoint)
 
     def deploy(self, name: str, work_pool_name: str, work_queue_name: str | None = None, *,
@@ -200,33 +190,69 @@ class Flow(Generic[P, R]):
         return self.from_source(path.parent, f"{path.name}:{fn.__name__}")
 
 
-@overload
-def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
+class FlowDecorator:
+    """``flow``: the decorator (``@flow``, ``@flow(name=..., retries=...)``) and
+    ``flow.from_source(source, entrypoint)`` for code that is not on this machine."""
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+    @overload
+    def __call__(self, /, *, name: str | None = None, description: str | None = None,
+                 log_prints: bool = False, retries: int = 0, retry_delay_seconds: float = 0.0,
+                 timeout_seconds: float | None = None
+                 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+    def __call__(self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
+                 description: str | None = None, log_prints: bool = False, retries: int = 0,
+                 retry_delay_seconds: float = 0.0, timeout_seconds: float | None = None
+                 ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+        """Make a function a flow: ``@flow`` or ``@flow(name=..., retries=..., ...)``."""
+
+        def make(function: Callable[P, R]) -> Flow[P, R]:
+            if isinstance(function, Flow):
+                raise FlowError(f"{function.name!r} is already a flow; apply @flow once")
+            if not callable(function):
+                raise FlowError(f"@flow needs a function, not {type(function).__name__}")
+            return Flow(fn=function, name=name or default_flow_name(function),
+                        description=description or inspect.getdoc(function),
+                        log_prints=log_prints, retries=retries,
+                        retry_delay_seconds=retry_delay_seconds,
+                        timeout_seconds=timeout_seconds)
+
+        return make(fn) if fn is not None else make
+
+    @staticmethod
+    def from_source(source: str | Path | GitSource, entrypoint: str) -> Flow[..., Any]:
+        """The flow that ``entrypoint`` ("path/to/file.py:function") defines in ``source``
+        (a git URL, a GitSource or a directory), ready to ``.deploy()``.
+
+        The source is fetched into a temporary directory (a directory is used as it is)
+        and the entrypoint imported from it, as the runtime will, so its settings and
+        parameter schema are the code's own; its imports must be installed here too.
+        """
+        from dispatcher.entrypoints import import_flow, import_path_restored
+
+        _check_entrypoint(entrypoint)
+        text = source_text(source)
+        with tempfile.TemporaryDirectory(prefix="pushpool-source-") as tmp:
+            try:
+                directory = fetch_source(text, Path(tmp))
+            except SourceError as exc:
+                raise FlowError(f"source: {exc}") from None
+            _check_local_entrypoint(directory, entrypoint)
+            with import_path_restored():
+                try:
+                    loaded = import_flow(directory, entrypoint, private_name=True)
+                except FlowError:
+                    raise
+                except Exception as exc:  # the entrypoint's own import failed
+                    raise FlowError(f"entrypoint: importing {entrypoint} from the source "
+                                    f"failed: {type(exc).__name__}: {exc}") from exc
+        return dataclasses.replace(loaded, source=text, entrypoint=entrypoint)
 
 
-@overload
-def flow(*, name: str | None = None, description: str | None = None,
-         log_prints: bool = False, retries: int = 0, retry_delay_seconds: float = 0.0,
-         timeout_seconds: float | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
-
-
-def flow(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
-         description: str | None = None, log_prints: bool = False, retries: int = 0,
-         retry_delay_seconds: float = 0.0, timeout_seconds: float | None = None
-         ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
-    """Make a function a flow: ``@flow`` or ``@flow(name=..., retries=..., ...)``."""
-
-    def make(function: Callable[P, R]) -> Flow[P, R]:
-        if isinstance(function, Flow):
-            raise FlowError(f"{function.name!r} is already a flow; apply @flow once")
-        if not callable(function):
-            raise FlowError(f"@flow needs a function, not {type(function).__name__}")
-        return Flow(fn=function, name=name or default_flow_name(function),
-                    description=description or inspect.getdoc(function),
-                    log_prints=log_prints, retries=retries,
-                    retry_delay_seconds=retry_delay_seconds, timeout_seconds=timeout_seconds)
-
-    return make(fn) if fn is not None else make
+flow = FlowDecorator()
 
 
 def default_flow_name(function: Callable[..., Any]) -> str:
@@ -336,6 +362,24 @@ def printing_to_run_logger(enabled: bool) -> Iterator[None]:
 # ---------------------------------------------------------------------------- deploying
 
 
+def source_text(source: str | Path | GitSource) -> str:
+    """A deployment's source as stored: the git URL with its settings, or the absolute
+    path of an existing directory."""
+    if isinstance(source, GitSource):
+        return source.to_string()
+    if isinstance(source, str) and is_git_url(source):
+        try:
+            parse_source(source)  # checks its #settings
+        except SourceError as exc:
+            raise FlowError(f"source: {exc}") from None
+        return source
+    directory = Path(source).expanduser().resolve()
+    if not directory.is_dir():
+        raise FlowError(f"source: {directory} is not a directory; give a git URL or "
+                        "the directory holding the flow's code")
+    return str(directory)
+
+
 def _check_entrypoint(entrypoint: str) -> None:
     path, sep, function = entrypoint.rpartition(":")
     if not sep or not path or not function.isidentifier():
@@ -380,33 +424,46 @@ def build_schedules(cron: str | None, interval: float | timedelta | None, rrule:
                     timezone: str | None,
                     schedules: Sequence[ScheduleSpec | dict[str, Any]] | None
                     ) -> list[dict[str, Any]]:
-    """deploy()'s schedule arguments as the API's schedule objects (at most one kind)."""
+    """deploy()'s schedule arguments as the API's schedule objects (at most one kind).
+
+    Nothing given is dropped: ``interval=0``, or a time zone with no schedule, becomes the
+    schedule object that pushpool.yaml would hold, so the same check refuses it."""
     given = [name for name, value in (("cron", cron), ("interval", interval), ("rrule", rrule),
-                                      ("schedules", schedules)) if value]
+                                      ("schedules", schedules)) if value is not None]
     if len(given) > 1:
         raise FlowError(f"give one of cron, interval, rrule or schedules, not {given}")
-    zone = {"timezone": timezone} if timezone else {}
-    if cron:
-        return [{"cron": cron, **zone}]
-    if interval:
-        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
-        return [{"interval": float(seconds), **zone}]
-    if rrule:
-        return [{"rrule": rrule, **zone}]
-    return [item.model_dump(mode="json", exclude_none=True) if isinstance(item, ScheduleSpec)
-            else dict(item) for item in schedules or []]
+    if schedules is not None:
+        if timezone is not None:
+            raise FlowError("timezone goes with cron, interval or rrule; with schedules, "
+                            "give each schedule its own timezone")
+        return [item.model_dump(mode="json", exclude_none=True)
+                if isinstance(item, ScheduleSpec) else dict(item) for item in schedules]
+    spec: dict[str, Any] = {} if timezone is None else {"timezone": timezone}
+    if cron is not None:
+        spec["cron"] = cron
+    elif interval is not None:
+        spec["interval"] = (interval.total_seconds() if isinstance(interval, timedelta)
+                            else interval)
+    elif rrule is not None:
+        spec["rrule"] = rrule
+    return [spec] if spec else []
 
 
 def _check_body(body: dict[str, Any]) -> None:
+    """Refuse what the API would, with its words: the input model, then each schedule."""
+    from dispatcher import schedules as schedule_math
     from dispatcher.models import DeploymentApply
 
     try:
-        DeploymentApply.model_validate(body)
+        data = DeploymentApply.model_validate(body)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "deployment"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise FlowError(f"{field}: {message}") from None
+        field, message = validation_messages(exc)[0]
+        raise FlowError(f"{field or 'deployment'}: {message}") from None
+    for index, spec in enumerate(data.schedules):
+        try:
+            schedule_math.validate_schedule(spec, field=f"schedules[{index}]")
+        except schedule_math.ScheduleError as exc:
+            raise FlowError(str(exc)) from None  # the API's own words for it
 
 
 def _apply(body: dict[str, Any]) -> tuple[Deployment, bool]:

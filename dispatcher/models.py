@@ -102,6 +102,11 @@ ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 }
 
 
+# The message of a RUNNING record the provider gave no reason for, whoever saw it first
+# (a status poll, an event, or a final status that skipped RUNNING): one wording for all.
+RUNNING_MESSAGE = "running"
+
+
 def can_transition(current: RunState, new: RunState) -> bool:
     return new in ALLOWED_TRANSITIONS[current]
 

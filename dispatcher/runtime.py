@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import io
 import json
 import logging
@@ -41,17 +39,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any, Literal, TextIO
 
 from dispatcher import flows as flows_module
+from dispatcher.entrypoints import import_flow
 from dispatcher.flows import (
     PRINT_RECORD_FLAG,
     RUN_LOGGER_NAME,
     Flow,
     FlowError,
     ParameterError,
-    flow,
     printing_to_run_logger,
 )
 from dispatcher.runtime_reporter import Reporter, ReporterSettings
@@ -148,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         if signal.getsignal(signal.SIGTERM) is _raise_terminated:
             signal.signal(signal.SIGTERM, previous)
     reporter.close(timeout=CLOSE_WAIT_SECONDS)
+    return exit_code_of(outcome)
+
+
+def exit_code_of(outcome: Outcome) -> int:
+    """0 only when the flow completed, so a provider that sees only the exit code agrees."""
     return EXIT_COMPLETED if outcome.state == "COMPLETED" else EXIT_FAILED
 
 
@@ -181,8 +184,10 @@ def execute(identity: RunIdentity, reporter: Reporter, workdir: Path) -> Outcome
     outcome = run_attempts(target, kwargs, reporter, say)
     say(f"Finished in state {outcome.state}" +
         (f": {outcome.message}" if outcome.state != "COMPLETED" else ""))
+    # The run is final once this is taken, so no later status poll would record how the
+    # job exited: the report says it (the exit code main() answers for this outcome).
     final = reporter.report_state(outcome.state, outcome.message[:MAX_STATE_MESSAGE],
-                                  outcome.result)
+                                  outcome.result, exit_code=exit_code_of(outcome))
     if final.answered and final.status != 200:
         say(f"The API did not take the final state: {final.message}")
     return outcome
@@ -197,7 +202,7 @@ def _runtime_logger(reporter: Reporter) -> Callable[[str], None]:
 
 def _fail(reporter: Reporter, say: Callable[[str], None], message: str) -> Outcome:
     say(f"Finished in state FAILED: {message}")
-    reporter.report_state("FAILED", message[:MAX_STATE_MESSAGE])
+    reporter.report_state("FAILED", message[:MAX_STATE_MESSAGE], exit_code=EXIT_FAILED)
     return Outcome("FAILED", message)
 
 
@@ -223,42 +228,8 @@ def _fetch(identity: RunIdentity, workdir: Path, say: Callable[[str], None]) -> 
 def load_flow(source_dir: Path, entrypoint: str) -> Flow[..., Any]:
     """Import ``entrypoint`` ("file.py:function" or "package.module:function") from the
     source and answer its flow (a plain function becomes a flow with default settings)."""
-    path, sep, name = entrypoint.rpartition(":")
-    if not sep or not path or not name:
-        raise UsageError(f"entrypoint {entrypoint!r} must look like 'path/to/file.py:function'")
     os.chdir(source_dir)  # the flow finds files of its repository where it expects them
-    if path.endswith(".py"):
-        module = _import_file(source_dir, path)
-    else:
-        sys.path.insert(0, str(source_dir))
-        module = importlib.import_module(path)
-    try:
-        obj = getattr(module, name)
-    except AttributeError:
-        raise FlowError(f"entrypoint {entrypoint!r}: {path} has no {name!r}") from None
-    if isinstance(obj, Flow):
-        return obj
-    if callable(obj):
-        return flow(obj)
-    raise FlowError(f"entrypoint {entrypoint!r}: {name!r} is a {type(obj).__name__}, "
-                    "not a function")
-
-
-def _import_file(source_dir: Path, relative: str) -> ModuleType:
-    file = (source_dir / relative).resolve()
-    if not file.is_file():
-        raise FlowError(f"entrypoint file {relative} is not in the source ({source_dir})")
-    for directory in (str(source_dir), str(file.parent)):
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
-    module_name = file.stem if file.stem not in sys.modules else f"pushpool_flow_{file.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, file)
-    if spec is None or spec.loader is None:
-        raise FlowError(f"entrypoint file {relative} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_flow(source_dir, entrypoint)
 
 
 # ---------------------------------------------------------------------------- running
@@ -341,7 +312,8 @@ def _hard_stop_after(timeout: float | None, reporter: Reporter) -> Iterator[None
         message = (f"the flow failed: timed out after {timeout:g}s and did not stop; "
                    "the runtime ended it")
         reporter.log("runtime", f"Finished in state FAILED: {message}")
-        reporter.report_state("FAILED", message, wait=HARD_STOP_GRACE_SECONDS)
+        reporter.report_state("FAILED", message, wait=HARD_STOP_GRACE_SECONDS,
+                              exit_code=EXIT_FAILED)
         reporter.close(timeout=5.0)
         os._exit(EXIT_FAILED)
 

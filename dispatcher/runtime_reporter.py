@@ -139,12 +139,15 @@ class Reporter:
             self._cond.notify()
 
     def report_state(self, state: str, message: str | None = None, result: Any = None,
-                     wait: float | None = None) -> StateAnswer:
+                     wait: float | None = None, exit_code: int | None = None) -> StateAnswer:
         """Queue a state report after the lines before it; wait up to ``wait`` seconds
-        (None: until it is delivered, refused, or the reporter gives up) for its answer."""
+        (None: until it is delivered, refused, or the reporter gives up) for its answer.
+        A final report carries the exit code the runtime is about to exit with."""
         body: dict[str, Any] = {"state": state, "message": message}
         if result is not None:
             body["result"] = result
+        if exit_code is not None:
+            body["exit_code"] = exit_code
         item = _State(body)
         with self._cond:
             if self._offline:

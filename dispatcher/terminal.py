@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from dispatcher.display import format_time
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,13 +40,15 @@ def say(message: str, style: str | None = None) -> None:
 
 def print_table(title: str | None, columns: Sequence[str],
                 rows: Iterable[Sequence[Any]], unbroken: Sequence[str] = ("ID",)) -> None:
-    """A Rich table; the ``unbroken`` columns are never wrapped, so ids can be copied."""
+    """A Rich table that fits the terminal: the ``unbroken`` columns (ids, times, states)
+    stay on one line, the others wrap between words, and a word wider than its column
+    ends in "…" instead of being folded over several lines. Whole values are in
+    ``--output json``; ids are short and accepted as they are shown."""
     from rich.table import Table
 
     table = Table(title=title)
     for column in columns:
-        # fold, never "…": names must stay whole to be typed into the next command.
-        table.add_column(column, overflow="fold", no_wrap=column in unbroken)
+        table.add_column(column, overflow="ellipsis", no_wrap=column in unbroken)
     for row in rows:
         table.add_row(*(_cell(value) for value in row))
     console().print(table)
@@ -84,19 +87,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, Text):
         return value
     return Text(str(value))
-
-
-def format_time(value: str | None) -> str | None:
-    """An RFC 3339 time from the API as ``YYYY-MM-DD HH:MM:SS`` UTC (None stays None)."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_clock(value: str | None) -> str:

@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 
 from dispatcher import __version__, store
 from dispatcher.api import create_app
@@ -26,10 +28,12 @@ from dispatcher.api.display import with_display_state
 from dispatcher.api.errors import INTERNAL_MESSAGE
 from dispatcher.models import Run, RunState
 from dispatcher.settings import Settings
+from dispatcher.store import tables
 from dispatcher.store.db import Database
 from providers.base import LogLine
 
 TOKEN = "s3cret-test-token-value"
+UNKNOWN_RUN_ID = "0badc0de-0000-4000-8000-000000000000"  # well formed, never made
 Client = TestClient[web.Request, web.Application]
 
 
@@ -569,7 +573,8 @@ async def test_cancel_run(client: Client, engine: RecordingEngine) -> None:
     assert [h["state"] for h in cancelled["history"]] == ["SCHEDULED", "CANCELLED"]
     assert engine.cancelled == [run["id"]]
     await rejected(client, "POST", f"/api/runs/{run['id']}/cancel", 409)
-    await rejected(client, "POST", "/api/runs/nope/cancel", 404)
+    await rejected(client, "POST", "/api/runs/nope/cancel", 422, field="id")
+    await rejected(client, "POST", f"/api/runs/{UNKNOWN_RUN_ID}/cancel", 404)
     assert engine.cancelled == [run["id"]]
 
 
@@ -585,9 +590,79 @@ async def test_run_logs(client: Client, db: Database) -> None:
     after = await call(client, "GET", f"/api/runs/{run['id']}/logs?after={logs[0]['id']}"
                        "&limit=1", 200)
     assert [entry["message"] for entry in after] == ["two"]
+    last = await call(client, "GET", f"/api/runs/{run['id']}/logs?tail=true&limit=2", 200)
+    assert [entry["message"] for entry in last] == ["two", "three"]  # the last two, in order
     await rejected(client, "GET", f"/api/runs/{run['id']}/logs?after=-1", 422, field="after")
-    await rejected(client, "GET", "/api/runs/nope/logs", 404)
-    await rejected(client, "GET", "/api/runs/nope", 404)
+    await rejected(client, "GET", "/api/runs/nope/logs", 422, field="id")
+    await rejected(client, "GET", f"/api/runs/{UNKNOWN_RUN_ID}/logs", 404)
+    body = await rejected(client, "GET", "/api/runs/nope", 422, field="id")
+    assert "'nope' is not a valid run id" in body["message"]
+    await rejected(client, "GET", f"/api/runs/{UNKNOWN_RUN_ID}", 404)
+
+
+async def clone_run(db: Database, run_id: str, new_id: str) -> None:
+    """A second run row with a chosen id (uuid4 never makes two share a prefix on cue)."""
+    def clone(conn: Connection) -> None:
+        row = conn.execute(select(tables.runs).where(tables.runs.c.id == run_id)).one()
+        conn.execute(insert(tables.runs).values({**row._mapping, "id": new_id}))
+
+    await db.run(clone, write=True)
+
+
+async def test_a_run_is_named_by_the_start_of_its_id(client: Client, db: Database) -> None:
+    await make_deployment(client)
+    run = await make_run(client)
+    run_id = run["id"]
+    for ref in (run_id[:8], run_id[:8].upper(), run_id[:4], run_id[:13],
+                run_id.replace("-", "")[:10], run_id):
+        assert (await call(client, "GET", f"/api/runs/{ref}", 200))["id"] == run_id, ref
+    assert await call(client, "GET", f"/api/runs/{run_id[:8]}/logs", 200) == []
+
+    # Ids sharing its first 8 characters, and one just past them: only the first is
+    # ambiguous with it (on PostgreSQL the range must hold under the database's collation).
+    twin = run_id[:8] + ("-0000-4000-8000-000000000000" if run_id[9] != "0"
+                         else "-ffff-4fff-bfff-ffffffffffff")
+    after = run_id[:7] + format(int(run_id[7], 16) + 1, "x") if run_id[7] != "f" else \
+        run_id[:6] + format((int(run_id[6], 16) + 1) % 16, "x") + "0"
+    await clone_run(db, run_id, twin)
+    await clone_run(db, run_id, after + run_id[8:])
+    body = await rejected(client, "GET", f"/api/runs/{run_id[:8]}", 422, field="id")
+    assert "more than one run id" in body["message"]
+    assert run_id in body["message"] and twin in body["message"]
+    assert after + run_id[8:] not in body["message"]
+    assert (await call(client, "GET", f"/api/runs/{run_id[:14]}", 200))["id"] == run_id
+    await rejected(client, "POST", f"/api/runs/{run_id[:8]}/cancel", 422, field="id")
+    assert (await call(client, "GET", f"/api/runs/{run_id}", 200))["state"] == "SCHEDULED"
+
+    for bad in ("abc", "zzzzzzzz", "3f2a1b9c-0000-4000-8000-0000000000001", "r-1", "x" * 300):
+        body = await rejected(client, "GET", f"/api/runs/{bad}", 422, field="id")
+        assert "is not a valid run id" in body["message"], bad
+    body = await rejected(client, "GET", "/api/runs/ffffffff" if not run_id.startswith("ff")
+                          else "/api/runs/00000000", 404)
+    assert "no run id starts with" in body["message"]
+
+
+async def test_a_run_is_refused_beyond_ten_years_ahead(client: Client) -> None:
+    await make_deployment(client)
+    runs = "/api/deployments/f1/d1/runs"
+    body = await rejected(client, "POST", runs, 422, field="scheduled_time",
+                          json={"scheduled_time": "9999-12-31T00:00:00Z"})
+    assert "more than ten years ahead" in body["message"]
+    eleven = datetime.now(UTC) + timedelta(days=11 * 366)
+    await rejected(client, "POST", runs, 422, field="scheduled_time",
+                   json={"scheduled_time": eleven.isoformat()})
+    nine = datetime.now(UTC) + timedelta(days=9 * 365)
+    await make_run(client, scheduled_time=nine.isoformat())
+
+
+async def test_a_number_for_a_string_parameter_names_the_parameter(client: Client) -> None:
+    # The CLI's hint to quote `--param repo_name=123` reads these details.
+    await make_deployment(client, parameter_schema={
+        "type": "object", "properties": {"repo_name": {"type": "string"}}})
+    body = await rejected(client, "POST", "/api/deployments/f1/d1/runs", 422,
+                          json={"parameters": {"repo_name": 123}})
+    assert body["details"][0]["field"] == "parameters.repo_name"
+    assert body["details"][0]["message"] == "123 is not of type 'string'"
 
 
 async def test_display_state_is_filled_when_the_store_left_it_empty(

@@ -9,6 +9,7 @@ end-to-end journey against the real server lives elsewhere.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from dispatcher import models
 from dispatcher.cli import app
 from dispatcher.cli import runs as cli_runs
 from dispatcher.cli.args import (
+    MAX_START_AHEAD,
     json_or_string,
     parse_duration,
     parse_job_variables,
@@ -596,7 +598,7 @@ def test_run_ls_shows_late_and_sends_filters(stub: StubApi) -> None:
                     "--deployment", "hello/my-deployment", "--limit", "5")
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if "brave-otter" in line)
-    assert "LATE" in row and "2026-01-01 09:00:00" in row
+    assert "LATE" in row and " ago " in row  # relative; the absolute time is in the JSON
     assert stub.requests[0].query == {"state": ["LATE"], "pool": ["local"],
                                       "deployment": ["hello/my-deployment"], "limit": ["5"]}
 
@@ -689,6 +691,10 @@ def test_cli_constants_mirror_the_models_and_settings() -> None:
     from dispatcher.settings import Settings
 
     assert cli_runs.FINAL_STATES == {state.value for state in models.FINAL_STATES}
+    assert MAX_START_AHEAD.total_seconds() == models.MAX_SECONDS
+    from dispatcher.api.route_table import LOGS_LIMIT
+
+    assert cli_runs.MAX_TAIL == LOGS_LIMIT.maximum
     assert DEFAULT_API_URL == Settings.model_fields["api_url"].default
 
 
@@ -713,3 +719,202 @@ def test_help_is_fast() -> None:
         assert done.returncode == 0 and "work-pool" in done.stdout
         cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     assert min(cpu_seconds) < 0.3, cpu_seconds
+
+
+# ---------------------------------------------------------------------------- fitting a terminal
+
+LONG_RUN_ID = "3f2a1b9c-5d6e-4f70-8a9b-0c1d2e3f4a5b"
+
+
+_NOW = datetime.now(UTC)
+
+
+def _later(**delta: float) -> str:
+    return (_NOW + timedelta(**delta)).isoformat()
+
+
+def _listing_answers(stub: StubApi) -> None:
+    """Listings with the long names real users have."""
+    deployment = "get-repo-info/my-first-deployment-of-the-nightly-repository-report"
+    runs = [run_json(state, id=f"{LONG_RUN_ID[:-1]}{i}", deployment_name=deployment,
+                     name=f"my-first-deployment-of-the-nightly-report-2026120{i}-010000",
+                     pool_name="gpu-batch-processing-europe-west", queue_name="high-priority",
+                     scheduled_time=_later(minutes=-125), started_at=_later(minutes=-120),
+                     ended_at=ended)
+            for i, (state, ended) in enumerate([("COMPLETED", _later(minutes=-118)),
+                                                ("RUNNING", None), ("CANCELLING", None)])]
+    upcoming = [run_json("SCHEDULED", id=LONG_RUN_ID, deployment_name=deployment,
+                         name="my-first-deployment-of-the-nightly-report-20261201-010000",
+                         queue_name="high-priority", scheduled_time=_later(hours=5))]
+    long_deployment = {**deployment_json("my-first-deployment-of-the-nightly-repository-report",
+                                         "get-repo-info"),
+                       "pool_name": "gpu-batch-processing-europe-west",
+                       "queue_name": "high-priority",
+                       "schedules": [{"id": LONG_RUN_ID, "cron": "0 1 * * *",
+                                      "timezone": "Europe/Paris", "active": True},
+                                     {"id": LONG_RUN_ID, "interval": 3600.0,
+                                      "timezone": "UTC", "active": False}]}
+    pool = pool_json("gpu-batch-processing-europe-west", concurrency_limit=20,
+                     queues=["default", "high-priority", "low-priority-backfill"])
+    queue = {"id": "q-1", "pool_id": "p-1", "pool_name": "gpu-batch-processing-europe-west",
+             "name": "low-priority-backfill", "priority": 3, "concurrency_limit": None,
+             "paused": False, "created": NOW, "updated": NOW, "active_runs": 12}
+    stub.answer("GET", "/api/runs", (200, runs))
+    stub.answer("GET", "/api/deployments", (200, [long_deployment]))
+    stub.answer("GET", "/api/work-pools", (200, [pool]))
+    stub.answer("GET", "/api/work-queues", (200, [queue]))
+    stub.answer("GET", "/api/work-pools/gpu/preview", (200, upcoming))
+
+
+def invoke_at(stub: StubApi, width: int, *args: str) -> Any:
+    env = {"PUSHPOOL_API_URL": stub.url, "COLUMNS": str(width), "NO_COLOR": "1"}
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+_BOX = re.compile(r"[\s\u2500-\u257f]+")
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("command", [
+    ["run", "ls"], ["deployment", "ls"], ["work-pool", "ls"], ["work-queue", "ls"],
+    ["work-pool", "preview", "gpu"],
+])
+def test_every_listing_fits_the_terminal_without_breaking_a_word(
+        stub: StubApi, command: list[str], width: int) -> None:
+    _listing_answers(stub)
+    wide = invoke_at(stub, 1000, *command)
+    assert wide.exit_code == 0, wide.output
+    words = set(_BOX.split(wide.stdout))
+    narrow = invoke_at(stub, width, *command)
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    # Every word is whole, or cut short with "…": never a piece folded onto another line.
+    broken = [token for token in _BOX.split(narrow.stdout) if token and token not in words
+              and not (token.endswith("…") and any(w.startswith(token[:-1]) for w in words))]
+    assert broken == [], "\n".join(lines)
+
+
+def test_run_ls_shows_short_ids_relative_times_and_durations(stub: StubApi) -> None:
+    _listing_answers(stub)
+    result = invoke_at(stub, 80, "run", "ls")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "3f2a1b9c " in out and LONG_RUN_ID not in out
+    assert "2 hours ago" in out and "2m 00s" in out
+    assert "Started" not in out and "Ended" not in out  # the absolute times are in the JSON
+    listed = invoke_at(stub, 80, "run", "ls", "--output", "json")
+    assert json.loads(listed.stdout)[0]["id"].startswith(LONG_RUN_ID[:-1])
+
+
+# ---------------------------------------------------------------------------- run inspect & co
+
+
+def test_run_inspect_shows_the_exit_code_and_the_result(stub: StubApi) -> None:
+    stub.answer("GET", "/api/runs/r-1", (200, run_json(
+        "COMPLETED", [("COMPLETED", "completed")], state_message="completed", exit_code=0,
+        result={"stars": 4242, "forks": 17}, started_at=NOW, ended_at="2026-01-01T09:01:05Z")))
+    result = invoke(stub, "run", "inspect", "r-1")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert re.search(r"^Exit code +0 *$", out, re.MULTILINE), out
+    assert re.search(r"^Duration +1m 05s *$", out, re.MULTILINE), out
+    assert re.search(r"^State message +- *$", out, re.MULTILINE), out  # "completed" adds nothing
+    result_block = out.split("\nResult\n", 1)[1]
+    assert json.loads(result_block[:result_block.index("}") + 1]) == {"forks": 17,
+                                                                      "stars": 4242}
+
+
+def test_a_state_message_does_not_repeat_the_state(stub: StubApi,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_runs, "POLL_SECONDS", 0.01)
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (201, run_json()))
+    stub.answer("GET", "/api/runs/r-1", (200, run_json(
+        "CANCELLED", [("CANCELLING", "cancellation requested"), ("CANCELLED", "cancelled")],
+        state_message="cancelled")))
+    stub.answer("GET", "/api/runs/r-1/logs", (200, []))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--watch")
+    assert result.exit_code == 1, result.output
+    assert "finished in state CANCELLED\n" in result.stdout
+    assert "is CANCELLED\n" in result.stdout
+    assert "cancelled" not in result.stdout.replace("CANCELLED", "")
+
+
+def test_watch_prints_no_log_line_before_the_run_is_running(
+        stub: StubApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli_runs, "POLL_SECONDS", 0.01)
+    t = "2026-01-01T09:00:0{}Z".format
+    pending = [("SCHEDULED", t(0), "created"), ("PENDING", t(1), "claimed")]
+    running = [*pending, ("RUNNING", t(3), "running")]
+    done = [*running, ("COMPLETED", t(4), "completed")]
+
+    def at(state: str, history: list[tuple[str, str, str]]) -> dict[str, Any]:
+        return run_json(state) | {"history": [{"state": s, "timestamp": ts, "message": m}
+                                              for s, ts, m in history]}
+
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (201, run_json()))
+    stub.answer("GET", "/api/runs/r-1", (200, at("PENDING", pending)),
+                (200, at("RUNNING", running)), (200, at("COMPLETED", done)))
+    # The job logged at 09:00:02, before the status poll that saw it running.
+    early = log_json(1, "fetching the code") | {"timestamp": t(2)}
+    stub.answer("GET", "/api/runs/r-1/logs", (200, [early]), (200, []))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", "--watch")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.index("is PENDING") < out.index("is RUNNING") < out.index("fetching the code")
+    assert out.index("fetching the code") < out.index("is COMPLETED")
+
+
+def test_run_logs_head_tail_and_the_stream_column(stub: StubApi) -> None:
+    stub.answer("GET", "/api/runs/r-1", (200, run_json("COMPLETED")))
+    stub.answer("GET", "/api/runs/r-1/logs",
+                (200, [log_json(1, "one"), log_json(2, "two") | {"stream": "stderr"}]))
+    head = invoke(stub, "run", "logs", "r-1", "--head", "2")
+    assert head.exit_code == 0, head.output
+    assert [line.split()[1] for line in head.stdout.splitlines()] == ["stdout", "stderr"]
+    tail = invoke(stub, "run", "logs", "r-1", "--tail", "2")
+    assert tail.exit_code == 0, tail.output
+    sent = [r.query for r in stub.sent("GET", "/api/runs/r-1/logs")]
+    assert sent == [{"limit": ["2"]}, {"tail": ["true"], "limit": ["2"]}]
+    both = invoke(stub, "run", "logs", "r-1", "--head", "1", "--tail", "1")
+    assert both.exit_code == 2 and "--head and --tail" in both.stderr
+
+
+# ---------------------------------------------------------------------------- start times
+
+
+def test_a_start_in_the_past_is_said_and_shown_as_past(stub: StubApi) -> None:
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs",
+                (201, run_json(scheduled_time="2020-01-01T00:00:00Z")))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment",
+                    "--start-at", "2020-01-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "Warning: --start-at 2020-01-01T00:00:00Z is in the past" in result.stderr
+    assert "Scheduled start time: 2020-01-01 00:00:00 UTC (" in result.stdout
+    assert "years ago)" in result.stdout and "(now)" not in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--start-at", "9999-12-31"],
+                                  ["--start-at", "2040-01-01T00:00:00Z"],
+                                  ["--start-in", "4000d"]])
+def test_a_start_beyond_ten_years_is_refused(stub: StubApi, args: list[str]) -> None:
+    result = invoke(stub, "deployment", "run", "hello/my-deployment", *args)
+    assert result.exit_code == 2, result.output
+    assert args[0] in result.stderr and "more than ten years ahead" in result.stderr
+    assert stub.requests == []
+
+
+def test_a_number_for_a_string_parameter_suggests_quoting(stub: StubApi) -> None:
+    message = "parameters.repo_name: 123 is not of type 'string'"
+    stub.answer("POST", "/api/deployments/hello/my-deployment/runs", (422, {
+        "error": "invalid_input", "message": message,
+        "details": [{"field": "parameters.repo_name", "message": "123 is not of type 'string'",
+                     "fix": "pass a value that matches the flow's signature"}]}))
+    result = invoke(stub, "deployment", "run", "hello/my-deployment",
+                    "--param", "repo_name=123")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {message}")
+    assert """--param repo_name='"123"'""" in result.stderr
+    # A string value that the flow refuses for another reason gets no quoting hint.
+    plain = invoke(stub, "deployment", "run", "hello/my-deployment", "--param", "other=abc")
+    assert plain.exit_code == 2 and "quote" not in plain.stderr

@@ -191,7 +191,9 @@ async def test_only_a_finished_run_with_a_deployment_is_resubmitted(
         "scheduled_time": (utcnow() + timedelta(hours=1)).isoformat()}), 201)
     answer = await json_of(await client.post(f"/api/runs/{waiting['id']}/resubmit"), 409)
     assert "only a finished run can be resubmitted" in answer["message"]
-    await json_of(await client.post("/api/runs/nope/resubmit"), 404)
+    await json_of(await client.post("/api/runs/nope/resubmit"), 422)
+    await json_of(await client.post(
+        "/api/runs/0badc0de-0000-4000-8000-000000000000/resubmit"), 404)
     cancelled = await json_of(await client.post(f"/api/runs/{waiting['id']}/cancel"), 200)
     assert cancelled["state"] == "CANCELLED"
     assert (await client.delete("/api/deployments/f/later")).status == 204

@@ -11,6 +11,7 @@ import pytest
 
 from dispatcher import operations, store
 from dispatcher.engine.engine import Engine
+from dispatcher.engine.watcher import state_for
 from dispatcher.models import (
     DeploymentApply,
     RunCreate,
@@ -22,8 +23,9 @@ from dispatcher.models import (
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 from dispatcher.store.common import utcnow
+from dispatcher.store.runs import steps_to
 from providers import registry
-from providers.base import InfraPhase
+from providers.base import InfraPhase, InfraStatus
 from tests.conftest import wait_for
 from tests.fakes.recording_provider import STATE
 
@@ -180,6 +182,21 @@ async def test_cancel_running_run(engine: Engine, pool: Database) -> None:
     engine.notify_cancel(run.id)
     await wait_for(lambda: _is(pool, run.id, RunState.CANCELLED), what="CANCELLED")
     assert STATE.cancels == [f"rec-{run.id}"]
+
+
+def test_state_messages_say_a_thing_once_whichever_provider_said_it() -> None:
+    cancelling = RunState.CANCELLING
+    # The process provider's reason is "cancelled": not "cancelled: cancelled".
+    assert state_for(InfraStatus(InfraPhase.CANCELLED, -15, "cancelled"), cancelling) == (
+        RunState.CANCELLED, "cancelled")
+    assert state_for(InfraStatus(InfraPhase.CANCELLED, None, "the task was stopped"),
+                     cancelling) == (RunState.CANCELLED, "the task was stopped")
+    assert state_for(InfraStatus(InfraPhase.FAILED, 1), cancelling) == (
+        RunState.CANCELLED, "cancelled")
+    # RUNNING reads the same seen by a poll or filled in before a final state.
+    seen = state_for(InfraStatus(InfraPhase.RUNNING), RunState.PENDING)
+    filled_in = steps_to("r", RunState.COMPLETED, "completed")[0]
+    assert seen == (RunState.RUNNING, filled_in.message) == (RunState.RUNNING, "running")
 
 
 async def test_cancel_scheduled_run_never_submits(engine: Engine, pool: Database) -> None:

@@ -286,6 +286,13 @@ def test_repo_info_journey_from_git_with_cli(server: ServerProcess, tmp_path: Pa
     assert run["state"] == "COMPLETED", run
     assert run["result"] == {"stars": 4242, "forks": 17}
     assert (exit_record(run))["exit_code"] == 0
+    assert run["exit_code"] == 0  # reported with the final state, which ends the watching
+
+    inspected = subprocess.run([PUSHPOOL, "run", "inspect", run["id"][:8]], env=env,
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert inspected.returncode == 0, inspected.stderr
+    assert re.search(r"^Exit code +0 *$", inspected.stdout, re.MULTILINE), inspected.stdout
+    assert '"stars": 4242' in inspected.stdout.split("Result", 1)[1]
 
     shown = subprocess.run([PUSHPOOL, "run", "logs", run["id"]], env=env, capture_output=True,
                            text=True, timeout=60, check=False)
@@ -336,6 +343,7 @@ def test_flow_that_raises_fails_with_traceback_and_nonzero_exit(server: ServerPr
     assert lines[-1] == ("Finished in state FAILED: the flow failed: "
                          "ValueError: boom went the flow")
     assert (exit_record(run))["exit_code"] == 1
+    assert run["exit_code"] == 1
 
 
 @pytest.mark.slow
@@ -614,9 +622,13 @@ async def test_state_reports_are_idempotent_and_refused_after_the_end(db: Databa
     await store.set_run_state(db, run.id, RunState.PENDING, "claimed")
     done = await store.report_run_state(db, run.id, RunState.COMPLETED, "completed", {"x": 1})
     assert done.state is RunState.COMPLETED and done.result == {"x": 1}
+    assert done.exit_code is None
     assert [h.state for h in done.history][-2:] == [RunState.RUNNING, RunState.COMPLETED]
-    again = await store.report_run_state(db, run.id, RunState.COMPLETED, "completed", {"x": 1})
-    assert len(again.history) == len(done.history)  # a retried report changes nothing
+    assert done.history[-2].message == "running"  # the wording of every RUNNING record
+    again = await store.report_run_state(db, run.id, RunState.COMPLETED, "completed", {"x": 1},
+                                         exit_code=0)
+    assert len(again.history) == len(done.history)  # a retried report changes nothing...
+    assert again.exit_code == 0  # ...but fills in what the first one lacked
     with pytest.raises(Conflict, match="already ended COMPLETED"):
         await store.report_run_state(db, run.id, RunState.FAILED, "late")
 

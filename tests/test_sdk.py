@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from dispatcher import flow
-from dispatcher.cli.output import DEPLOY_SUCCESS
+from dispatcher.cli.deploy import parse_deployments
+from dispatcher.cli.output import DEPLOY_SUCCESS, CliError
 from dispatcher.flows import (
     RUN_LOGGER_NAME,
     Flow,
@@ -28,8 +29,10 @@ from dispatcher.flows import (
 from dispatcher.models import ScheduleSpec
 from dispatcher.sources import GitSource
 from tests.fakes.pushpool_server import ServerProcess, free_port
+from tests.test_runtime import git, git_repo
 
 API_TOKEN = "sdk-tests-api-token"
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------- @flow
@@ -263,7 +266,7 @@ def test_a_run_whose_parameters_do_not_fit_is_refused_at_creation(
         assert response.json()["details"][0]["field"] == field
     ok = api.post("/api/deployments/greeter/checked/runs",
                   json={"parameters": {"name": "x", "times": 2},
-                        "scheduled_time": "2099-01-01T00:00:00Z"})
+                        "scheduled_time": "2030-01-01T00:00:00Z"})
     assert ok.status_code == 201, ok.text
 
 
@@ -285,3 +288,107 @@ def test_deploy_errors_name_the_argument(api: httpx.Client, tmp_path: Path,
     with pytest.raises(FlowError, match="cannot reach the pushpool API"):
         module.greet.deploy(name="x", work_pool_name="local")
 
+
+
+# ---------------------------------------------------------------------------- schedule arguments
+
+# deploy() arguments, and the pushpool.yaml schedule entry that says the same; None where
+# `pushpool deploy` leaves the check to the API (cron syntax, zone names).
+BAD_SCHEDULES = [
+    ({"interval": 0}, "interval: 0"),
+    ({"interval": timedelta(0)}, "interval: 0"),
+    ({"interval": -5}, "interval: -5"),
+    ({"timezone": "Europe/Paris"}, "timezone: Europe/Paris"),
+    ({"cron": "0 1 * * *", "timezone": "Mars/Olympus"}, None),
+    ({"cron": "every day"}, None),
+]
+
+
+def _yaml_refusal(schedule_yaml: str) -> str:
+    text = ("deployments:\n  - name: nightly\n    entrypoint: greetings.py:greet\n"
+            "    work_pool: {name: local}\n    schedules:\n      - " + schedule_yaml + "\n")
+    with pytest.raises(CliError) as caught:
+        parse_deployments(text)
+    return caught.value.message.split(": ", 2)[2]  # after "pushpool.yaml:LINE: deployment 'x'"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arguments", "schedule_yaml"), BAD_SCHEDULES)
+def test_deploy_refuses_bad_schedule_arguments_as_yaml_and_the_api_do(
+        api: httpx.Client, tmp_path: Path, arguments: dict[str, Any],
+        schedule_yaml: str | None) -> None:
+    module = load_module(tmp_path / "greetings.py", FLOW_FILE)
+    with pytest.raises(FlowError) as caught:
+        module.greet.deploy(name="nightly", work_pool_name="local", print_next_steps=False,
+                            **arguments)
+    refused = str(caught.value)
+    schedule = {k: v.total_seconds() if isinstance(v, timedelta) else v
+                for k, v in arguments.items()}
+    answer = api.put("/api/deployments", json={
+        "name": "nightly", "flow_name": "greeter", "pool_name": "local",
+        "entrypoint": "greetings.py:greet", "schedules": [schedule]})
+    assert answer.status_code == 422, answer.text
+    assert refused == answer.json()["message"]
+    if schedule_yaml is not None:
+        assert _yaml_refusal(schedule_yaml) == refused
+    assert all(d["name"] != "nightly" for d in api.get("/api/deployments").json())
+
+
+def test_timezone_with_a_schedules_list_is_refused() -> None:
+    with pytest.raises(FlowError, match="give each schedule its own timezone"):
+        hello.deploy(name="x", work_pool_name="local", timezone="UTC",
+                     schedules=[{"cron": "0 1 * * *"}])
+
+
+# ---------------------------------------------------------------------------- flow.from_source
+
+
+def test_module_level_from_source_loads_the_flow_from_git(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo", {
+        "repo_info.py": (PROJECT / "examples" / "repo_info.py").read_text(),
+        "plain.py": "def add(a: int, b: int = 2) -> int:\n    return a + b\n",
+        "broken.py": "raise RuntimeError('needs a database')\n"})
+    path_before = list(sys.path)
+    deployable = flow.from_source(source=f"file://{repo}",
+                                  entrypoint="repo_info.py:get_repo_info")
+    assert sys.path == path_before
+    assert "repo_info" not in sys.modules  # the deploying program's own names are left alone
+    assert isinstance(deployable, Flow)
+    assert (deployable.name, deployable.log_prints) == ("get-repo-info", True)
+    assert (deployable.source, deployable.entrypoint) == (f"file://{repo}",
+                                                         "repo_info.py:get_repo_info")
+    assert deployable.parameter_schema()["properties"]["repo_name"] == {
+        "default": "PrefectHQ/prefect", "title": "Repo Name", "type": "string"}
+    plain = flow.from_source(str(repo), "plain.py:add")  # a directory; a plain function
+    assert plain.name == "add" and plain.source == str(repo.resolve())
+    assert plain.parameter_schema()["required"] == ["a"]
+    for source, entrypoint, says in (
+            (f"file://{repo}", "missing.py:add", "missing.py does not exist"),
+            (f"file://{repo}", "plain.py:subtract", "defines no function 'subtract'"),
+            (f"file://{repo}", "broken.py:main", "defines no function 'main'"),
+            (f"file://{tmp_path / 'nowhere'}", "plain.py:add", "source: could not fetch"),
+            ("https://h/r.git#brnch=x", "a.py:f", "unknown source setting 'brnch'")):
+        with pytest.raises(FlowError, match=says):
+            flow.from_source(source, entrypoint)
+    (repo / "fails.py").write_text("import no_such_module\ndef run():\n    pass\n")
+    git("add", ".", cwd=repo)
+    git("commit", "--quiet", "-m", "more", cwd=repo)
+    with pytest.raises(FlowError, match=r"importing fails\.py:run from the source failed: "
+                                        r"ModuleNotFoundError"):
+        flow.from_source(f"file://{repo}", "fails.py:run")
+    assert sys.path == path_before
+
+
+@pytest.mark.slow
+def test_module_level_from_source_deploys(api: httpx.Client, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo", {
+        "repo_info.py": (PROJECT / "examples" / "repo_info.py").read_text()})
+    deployment = flow.from_source(
+        source=f"file://{repo}", entrypoint="repo_info.py:get_repo_info",
+    ).deploy(name="prefect-idiom", work_pool_name="local", cron="0 1 * * *",
+             print_next_steps=False)
+    stored = api.get("/api/deployments/get-repo-info/prefect-idiom").json()
+    assert stored["id"] == deployment.id
+    assert stored["source"] == f"file://{repo}"
+    assert stored["entrypoint"] == "repo_info.py:get_repo_info"
+    assert stored["parameter_schema"]["properties"]["repo_name"]["type"] == "string"

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from dispatcher.api.context import MAX_BODY_BYTES
-from dispatcher.errors import PushpoolError
+from dispatcher.errors import PushpoolError, validation_messages
 from dispatcher.store.reachability import store_unreachable
 from providers.registry import ProviderUnavailable
 
@@ -41,24 +41,10 @@ class BodyInvalid(PushpoolError):
 
     @classmethod
     def from_validation_error(cls, exc: ValidationError) -> BodyInvalid:
-        details = [{"field": _field_path(err["loc"]), "message": _clean(err["msg"])}
-                   for err in exc.errors(include_url=False, include_input=False)]
+        details = [{"field": field or "body", "message": message}
+                   for field, message in validation_messages(exc)]
         first = details[0]
         return cls(f"{first['field']}: {first['message']}", details)
-
-
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    """``("schedules", 0, "cron")`` -> ``schedules[0].cron``, the store's notation too."""
-    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-    return path.lstrip(".") or "body"
-
-
-def _clean(message: str) -> str:
-    # pydantic prefixes messages from our own validators; the prefix helps nobody.
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
 
 
 def error_response(status: int, code: str, message: str,

@@ -75,7 +75,8 @@ def _query_schema(param: QueryParam) -> dict[str, Any]:
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True,
+         "schema": dict(route.path_schemas.get(name, {"type": "string"}))}
         for name in PATH_PARAM.findall(route.path)]
     params += [{"name": param.name, "in": "query", "required": False,
                 "description": param.description, "schema": _query_schema(param)}

@@ -26,6 +26,7 @@ from dispatcher.models import (
     WorkQueueCreate,
     WorkQueueUpdate,
 )
+from dispatcher.store.run_ids import RUN_REF_PATTERN
 from dispatcher.webhooks.models import (
     HookAccepted,
     SecretRotation,
@@ -55,8 +56,12 @@ LOGS_AFTER = QueryParam("after", "int", "Only entries with a larger id (the last
                         default=0, minimum=0, maximum=MAX_LOG_ID)
 LOGS_LIMIT = QueryParam("limit", "int", "At most this many entries", default=1000, minimum=1,
                         maximum=1000)
+LOGS_TAIL = QueryParam("tail", "bool", "The last `limit` entries instead of the first "
+                      "(still oldest first)", default=False)
 
 OBJECT = {"type": "object", "additionalProperties": True}
+RUN_REF = {"id": {"type": "string", "pattern": RUN_REF_PATTERN,
+                  "description": "The run's id or its first characters (4 or more)"}}
 # Routes that validate job variables with the pool type's adapter: 501 when its SDK is
 # not installed on this server.
 NEEDS_PROVIDER = 501
@@ -166,15 +171,17 @@ ROUTES: tuple[Route, ...] = (
           many=True, query=(STATE, POOL_FILTER, DEPLOYMENT_FILTER, DEAD_LETTER, LIMIT, OFFSET),
           errors=(404,)),  # the deployment filter names one that does not exist
     Route("GET", "/api/runs/{id}", runs.get_run, "Read a run with its state history",
-          response=Run),
+          response=Run, errors=(422,), path_schemas=RUN_REF),
     Route("POST", "/api/runs/{id}/cancel", runs.cancel_run, "Cancel a run", response=Run,
-          errors=(409,)),
+          errors=(409, 422), path_schemas=RUN_REF),
     Route("POST", "/api/runs/{id}/resubmit", runs.resubmit_run,
           "Resubmit a finished run (a dead letter, say) as a new run with the same parameters "
           "and job variables, linked by resubmitted_from", response=Run, status=201,
-          other_statuses={200: "Resubmitted before: the run made then"}, errors=(409,)),
+          other_statuses={200: "Resubmitted before: the run made then"}, errors=(409, 422),
+          path_schemas=RUN_REF),
     Route("GET", "/api/runs/{id}/logs", runs.read_logs, "Read a run's log lines in order",
-          response=LogEntry, many=True, query=(LOGS_AFTER, LOGS_LIMIT)),
+          response=LogEntry, many=True, query=(LOGS_AFTER, LOGS_LIMIT, LOGS_TAIL),
+          path_schemas=RUN_REF),
     # the in-container runtime (`pushpool execute`), with the run's own token
     Route("POST", "/api/runs/{id}/state", runtime.report_state,
           "The run's runtime reports RUNNING, or COMPLETED with its result, or FAILED",

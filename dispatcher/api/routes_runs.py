@@ -20,15 +20,21 @@ async def list_runs(request: web.Request, call: Call) -> web.StreamResponse:
     return json_models(await with_display_state(db, runs))
 
 
+async def run_id(request: web.Request) -> str:
+    """The run the path names: its id, or the first characters of it (422 when those are
+    malformed or shared by several runs)."""
+    return await store.resolve_run_id(db_of(request), request.match_info["id"])
+
+
 async def get_run(request: web.Request, call: Call) -> web.StreamResponse:
     db = db_of(request)
-    (run,) = await with_display_state(db, [await store.get_run(db, request.match_info["id"])])
+    (run,) = await with_display_state(db, [await store.get_run(db, await run_id(request))])
     return json_model(run)
 
 
 async def cancel_run(request: web.Request, call: Call) -> web.StreamResponse:
     db = db_of(request)
-    run = await store.cancel_run(db, request.match_info["id"])
+    run = await store.cancel_run(db, await run_id(request))
     notify_cancel(request, run.id)
     (run,) = await with_display_state(db, [run])
     return json_model(run)
@@ -36,7 +42,7 @@ async def cancel_run(request: web.Request, call: Call) -> web.StreamResponse:
 
 async def resubmit_run(request: web.Request, call: Call) -> web.StreamResponse:
     db = db_of(request)
-    run, created = await operations.runs.resubmit_run(db, request.match_info["id"])
+    run, created = await operations.runs.resubmit_run(db, await run_id(request))
     if created:
         wake_engine(request)
     (run,) = await with_display_state(db, [run])
@@ -44,6 +50,7 @@ async def resubmit_run(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def read_logs(request: web.Request, call: Call) -> web.StreamResponse:
-    return json_models(await store.read_logs(db_of(request), request.match_info["id"],
+    return json_models(await store.read_logs(db_of(request), await run_id(request),
                                              after_id=call.query["after"],
-                                             limit=call.query["limit"]))
+                                             limit=call.query["limit"],
+                                             tail=call.query["tail"]))

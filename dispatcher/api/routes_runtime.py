@@ -44,6 +44,8 @@ class RunStateReport(BaseModel):
     state: Literal["RUNNING", "COMPLETED", "FAILED"]
     message: str | None = Field(default=None, max_length=MAX_STATE_MESSAGE)
     result: Any = Field(default=None, description="The flow's return value as JSON")
+    exit_code: int | None = Field(default=None, ge=0, le=255,
+                                  description="The exit code the runtime ends with")
 
 
 class RuntimeLogEntry(BaseModel):
@@ -96,7 +98,7 @@ async def report_state(request: web.Request, call: Call) -> web.StreamResponse:
     body = call.body_as(RunStateReport)
     db = db_of(request)
     run = await store.report_run_state(db, run_id, RunState(body.state), body.message,
-                                       body.result)
+                                       body.result, exit_code=body.exit_code)
     (run,) = await with_display_state(db, [run])
     return json_model(run)
 

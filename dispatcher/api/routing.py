@@ -78,6 +78,8 @@ class Route:
     signed_delivery: bool = False  # a webhook delivery: public to the API token, the
     # handler checks the webhook's own secret (dispatcher/operations/webhooks.py)
     authorize: Authorize | None = None  # the route's own credential check (run token, secret)
+    # Path parameters narrower than any string, by name: their JSON Schema.
+    path_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- parsing

@@ -11,9 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dispatcher.cli.output import CliError
+from dispatcher.client import ApiError
 
 _DURATION_PART = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# How far ahead a run may be started: ten years, dispatcher.models.MAX_SECONDS (mirrored,
+# not imported: pydantic would slow every command), which the API holds to as well.
+MAX_START_AHEAD = timedelta(seconds=10 * 366 * 24 * 3600)
 
 
 def json_or_string(text: str) -> Any:
@@ -80,6 +84,9 @@ def parse_duration(text: str, flag: str = "--start-in") -> timedelta:
         raise CliError(f"{flag} {text!r} is not a duration",
                        "use a number and a unit: 30s, 10m, 2h, 1d (or 1h30m)")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(cleaned))
+    if seconds > MAX_START_AHEAD.total_seconds():
+        raise CliError(f"{flag} {text!r} is more than ten years ahead",
+                       "give a shorter duration, e.g. 30d")
     return timedelta(seconds=seconds)
 
 
@@ -90,9 +97,13 @@ def parse_start_at(text: str) -> datetime:
     except ValueError:
         raise CliError(f"--start-at {text!r} is not an ISO 8601 time",
                        "e.g. --start-at 2026-01-31T09:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time zone
-    return moment.astimezone(UTC)
+    try:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time zone
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # 9999-12-31 in a zone ahead of UTC
+        raise CliError(f"--start-at {text!r} is more than ten years ahead",
+                       "give a time within the next ten years") from None
 
 
 def scheduled_time(start_in: str | None, start_at: str | None,
@@ -100,10 +111,32 @@ def scheduled_time(start_in: str | None, start_at: str | None,
     """The run's start from ``--start-in``/``--start-at`` (None: as soon as possible)."""
     if start_in is not None and start_at is not None:
         raise CliError("--start-in and --start-at cannot be used together", "pick one")
+    now = now or datetime.now(UTC)
     if start_in is not None:
-        return (now or datetime.now(UTC)) + parse_duration(start_in)
+        return now + parse_duration(start_in)
     if start_at is not None:
-        return parse_start_at(start_at)
+        moment = parse_start_at(start_at)
+        if moment - now > MAX_START_AHEAD:
+            raise CliError(f"--start-at {start_at!r} is more than ten years ahead",
+                           "give a time within the next ten years")
+        return moment
+    return None
+
+
+def param_quoting_hint(error: ApiError, pairs: Iterable[str]) -> str | None:
+    """How to pass a ``--param`` as a string when the flow wants one and the value parsed
+    as JSON (``--param repo_name=123`` sent the number 123)."""
+    for detail in error.details:
+        if not isinstance(detail, dict) or "is not of type 'string'" not in str(
+                detail.get("message", "")):
+            continue
+        name = str(detail.get("field", "")).removeprefix("parameters.")
+        for item in pairs:
+            key, _, value = item.partition("=")
+            if key.strip() == name and not isinstance(json_or_string(value), str):
+                quoted = json.dumps(value).replace("'", "'\\''")
+                return (f"{name} must be a string; quote it as JSON to send {value} as "
+                        f"text: --param {name}='{quoted}'")
     return None
 
 

@@ -2,12 +2,13 @@
 
 
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
 from dispatcher.cli.args import (
+    param_quoting_hint,
     parse_job_variables,
     parse_params,
     scheduled_time,
@@ -17,6 +18,7 @@ from dispatcher.cli.output import (
     CliError,
     Output,
     OutputOption,
+    console,
     format_time,
     limit_text,
     print_fields,
@@ -26,7 +28,8 @@ from dispatcher.cli.output import (
     say,
 )
 from dispatcher.cli.runs import watch_exit_code, watch_run
-from dispatcher.client import client_from_env, segment
+from dispatcher.client import ApiError, client_from_env, segment
+from dispatcher.display import NOW_SECONDS, relative_time, short_id, time_and_distance
 
 deployment_app = typer.Typer(help="List, inspect, pause and run deployments.",
                              no_args_is_help=True, rich_markup_mode=None)
@@ -107,8 +110,8 @@ def deployment_inspect(name: DeploymentName, output: OutputOption = Output.table
     schedules = deployment.get("schedules") or []
     if schedules:
         print_table("Schedules", ["ID", "Schedule", "Anchor"],
-                    [[s.get("id"), schedule_summary(s), format_time(s.get("anchor_date"))]
-                     for s in schedules])
+                    [[short_id(s.get("id")), schedule_summary(s), format_time(s.get("anchor_date"))]
+                     for s in schedules], unbroken=("ID", "Anchor"))
     print_json_block("Parameters", deployment.get("parameters") or {})
     print_json_block("Job variables", deployment.get("job_variables") or {})
 
@@ -140,21 +143,17 @@ def deployment_delete(name: DeploymentName) -> None:
     say(f"Deleted deployment {name!r}", "green")
 
 
-def _when(scheduled: str | None) -> str:
-    """``2026-01-01 09:00:00 UTC (in 10 minutes)``."""
-    text = format_time(scheduled)
-    if not scheduled or not text:
-        return "now"
-    try:
-        delta = (datetime.fromisoformat(scheduled) - datetime.now(UTC)).total_seconds()
-    except (TypeError, ValueError):
-        return f"{text} UTC"
-    if delta <= 1:
-        return f"{text} UTC (now)"
-    minutes = delta / 60
-    ago = (f"in {delta:.0f} seconds" if delta < 90 else f"in {minutes:.0f} minutes"
-           if minutes < 90 else f"in {minutes / 60:.1f} hours")
-    return f"{text} UTC ({ago})"
+def warn_if_past(when: datetime | None, start_at: str | None,
+                 now: datetime | None = None) -> None:
+    """A ``--start-at`` already gone by starts the run at once: say so, on stderr."""
+    now = now or datetime.now(UTC)
+    if when is None or start_at is None or when >= now - timedelta(seconds=NOW_SECONDS):
+        return
+    from rich.text import Text
+
+    console(stderr=True).print(Text(
+        f"Warning: --start-at {start_at} is in the past ({relative_time(when, now)}); "
+        "the run starts as soon as it can", style="yellow"), soft_wrap=True)
 
 
 @deployment_app.command("run")
@@ -193,11 +192,18 @@ def deployment_run(
     when = scheduled_time(start_in, start_at)
     if when is not None:
         body["scheduled_time"] = when.isoformat()
+    warn_if_past(when, start_at)
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with client_from_env() as client:
         if output is Output.table:
             say(f"Creating flow run for deployment {name!r}...")
-        status, run = client.send("POST", f"{path}/runs", json=body, headers=headers)
+        try:
+            status, run = client.send("POST", f"{path}/runs", json=body, headers=headers)
+        except ApiError as exc:
+            hint = param_quoting_hint(exc, param or [])
+            if hint is None:
+                raise
+            raise CliError(exc.message, hint, exc.exit_code) from None
         if output is Output.json:
             print_json(run)
         else:
@@ -206,9 +212,10 @@ def deployment_run(
             say(f"└── UUID: {run.get('id')}")
             say(f"└── Parameters: {_compact(run.get('parameters'))}")
             say(f"└── Job Variables: {_compact(run.get('job_variables'))}")
-            say(f"└── Scheduled start time: {_when(run.get('scheduled_time'))}")
+            say("└── Scheduled start time: "
+                f"{time_and_distance(run.get('scheduled_time')) or 'now'}")
             if not watch:
-                say(f"Follow it with `pushpool run logs {run.get('id')} --follow`")
+                say(f"Follow it with `pushpool run logs {short_id(run.get('id'))} --follow`")
         if not watch:
             return
         final = watch_run(client, str(run["id"]), states=True, logs=True)

@@ -19,6 +19,7 @@ from dispatcher.cli.output import (
     say,
 )
 from dispatcher.client import ApiError, client_from_env, segment
+from dispatcher.display import relative_time, short_id
 
 pool_app = typer.Typer(help="Create, inspect and change work pools.", no_args_is_help=True,
                        rich_markup_mode=None)
@@ -313,8 +314,9 @@ def pool_preview(
         return
     print_table(f"Upcoming runs in work pool {name!r}",
                 ["Scheduled", "Run", "Deployment", "Queue", "ID"],
-                [[format_time(r.get("scheduled_time")), r.get("name"), r.get("deployment_name"),
-                  r.get("queue_name"), r.get("id")] for r in runs])
+                [[relative_time(r.get("scheduled_time")), r.get("name"), r.get("deployment_name"),
+                  r.get("queue_name"), short_id(r.get("id"))] for r in runs],
+                unbroken=("Scheduled", "ID"))
 
 
 # ---------------------------------------------------------------------------- work queues

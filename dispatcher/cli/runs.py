@@ -26,6 +26,14 @@ from dispatcher.cli.output import (
     say,
 )
 from dispatcher.client import ApiClient, client_from_env, segment
+from dispatcher.display import (
+    relative_time,
+    run_duration,
+    short_id,
+    state_detail,
+    state_text,
+    time_and_distance,
+)
 
 run_app = typer.Typer(help="List, inspect, follow, cancel and resubmit runs.",
                       no_args_is_help=True,
@@ -33,6 +41,7 @@ run_app = typer.Typer(help="List, inspect, follow, cancel and resubmit runs.",
 
 # Mirrors dispatcher.models.FINAL_STATES (not imported: pydantic would slow every command).
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+NOT_STARTED = frozenset({"SCHEDULED", "PENDING"})
 STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "CRASHED": "red", "LATE": "yellow",
                 "RUNNING": "blue", "PENDING": "cyan", "CANCELLING": "magenta",
                 "CANCELLED": "dim"}
@@ -40,7 +49,10 @@ STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "CRASHED": "red", "LATE":
 POLL_SECONDS = 1.0
 LOG_PAGE_SIZE = 500
 
-RunId = Annotated[str, typer.Argument(help="The run's id.")]
+RunId = Annotated[str, typer.Argument(
+    help="The run's id, or its first 8 characters as `pushpool run ls` shows them.")]
+STREAM_WIDTH = 7  # "runtime", the longest stream name (stdout, stderr, log, runtime)
+MAX_TAIL = 1000  # the API's largest log page: --tail reads one
 
 
 def _run_path(run_id: str) -> str:
@@ -64,34 +76,47 @@ def styled_state(state: str) -> Any:
 def print_state_change(record: dict[str, Any], run_name: str) -> None:
     from rich.text import Text
 
+    state = str(record.get("state"))
     line = Text(f"{format_clock(record.get('timestamp'))}  run {run_name!r} is ")
-    line.append(styled_state(str(record.get("state"))))
-    if record.get("message"):
-        line.append(f": {record['message']}")
+    line.append(styled_state(state))
+    detail = state_detail(state, record.get("message"))
+    if detail:
+        line.append(f": {detail}")
     console().print(line, soft_wrap=True)
 
 
 def print_log_line(entry: dict[str, Any]) -> None:
     from rich.text import Text
 
-    line = Text(f"{format_clock(entry.get('timestamp'))} | ", style="dim")
+    stream = str(entry.get("stream") or "stdout")
+    line = Text(f"{format_clock(entry.get('timestamp'))} {stream:<{STREAM_WIDTH}} | ",
+                style="dim")
     line.append(str(entry.get("message", "")).rstrip("\n"),
-                style="red" if entry.get("stream") == "stderr" else "")
+                style="red" if stream == "stderr" else "")
     console().print(line, soft_wrap=True)
 
 
-def fetch_new_logs(client: ApiClient, run_id: str,
-                   after: int | None) -> tuple[list[Any], int | None]:
-    """Every log entry after id ``after`` (all pages); answers them and the last id seen."""
+def fetch_new_logs(client: ApiClient, run_id: str, after: int | None,
+                   most: int | None = None) -> tuple[list[Any], int | None]:
+    """The log entries after id ``after`` (all pages, or the first ``most``); answers them
+    and the last id seen."""
     entries: list[Any] = []
     while True:
+        size = LOG_PAGE_SIZE if most is None else min(LOG_PAGE_SIZE, most - len(entries))
         page = client.get(f"{_run_path(run_id)}/logs",
-                          params={"after": after, "limit": LOG_PAGE_SIZE}) or []
+                          params={"after": after, "limit": size}) or []
         entries.extend(page)
         if page:
             after = int(page[-1]["id"])
-        if len(page) < LOG_PAGE_SIZE:
+        if len(page) < size or (most is not None and len(entries) >= most):
             return entries, after
+
+
+def fetch_last_logs(client: ApiClient, run_id: str, count: int) -> list[Any]:
+    """The run's last ``count`` log entries, in order."""
+    entries: list[Any] = client.get(f"{_run_path(run_id)}/logs",
+                                    params={"tail": "true", "limit": count}) or []
+    return entries
 
 
 def _moment(value: Any) -> datetime:
@@ -106,25 +131,29 @@ def follow_run(client: ApiClient, run_id: str, *, states: bool, logs: bool) -> d
     """Print state changes and/or log lines until the run is final; answer the final run.
 
     What arrived in one poll is printed in time order; at equal times a state change goes
-    before the log lines and a final state after them, as they happened.
+    before the log lines and a final state after them, as they happened. A job may log
+    before the dispatcher records it RUNNING (the state comes with the next status poll),
+    so no line is printed before the run has left PENDING: lines wait for that state
+    change and follow it.
     """
     seen_states = 0
     last_log: int | None = None
     while True:
         # The run first, then the logs: logs written before a final state are then all in.
         run: dict[str, Any] = client.get(_run_path(run_id))
+        history = run.get("history") or []
         news: list[tuple[datetime, int, Callable[[], None]]] = []
         if states:
-            history = run.get("history") or []
             for record in history[seen_states:]:
                 rank = 2 if record.get("state") in FINAL_STATES else 0
                 news.append((_moment(record.get("timestamp")), rank,
                              partial(print_state_change, record, str(run.get("name")))))
             seen_states = max(seen_states, len(history))
-        if logs:
+        started = started_at(run)
+        if logs and started is not None:
             entries, last_log = fetch_new_logs(client, run_id, last_log)
-            news.extend((_moment(e.get("timestamp")), 1, partial(print_log_line, e))
-                        for e in entries)
+            news.extend((max(_moment(e.get("timestamp")), started), 1,
+                         partial(print_log_line, e)) for e in entries)
         for _, _, show in sorted(news, key=lambda item: (item[0], item[1])):
             show()
         if run.get("state") in FINAL_STATES:
@@ -132,12 +161,22 @@ def follow_run(client: ApiClient, run_id: str, *, states: bool, logs: bool) -> d
         time.sleep(POLL_SECONDS)
 
 
+def started_at(run: dict[str, Any]) -> datetime | None:
+    """When the run left SCHEDULED and PENDING (None: not yet)."""
+    if run.get("state") in NOT_STARTED:
+        return None
+    for record in run.get("history") or []:
+        if record.get("state") not in NOT_STARTED:
+            return _moment(record.get("timestamp"))
+    return datetime.min.replace(tzinfo=UTC)  # no record of it: hold nothing back
+
+
 def watch_exit_code(run: dict[str, Any]) -> int:
     """0 when the run COMPLETED, 1 for any other final state."""
-    state = run.get("state")
-    message = f": {run['state_message']}" if run.get("state_message") else ""
+    state = str(run.get("state"))
     style = "green" if state == "COMPLETED" else "red"
-    say(f"Run {run.get('name')!r} finished in state {state}{message}", style)
+    say(f"Run {run.get('name')!r} finished in state "
+        f"{state_text(state, run.get('state_message'))}", style)
     return 0 if state == "COMPLETED" else 1
 
 
@@ -180,12 +219,11 @@ def run_ls(
     if not runs:
         say("No runs match")
         return
-    print_table("Runs",
-                ["ID", "Name", "Deployment", "Pool", "State", "Scheduled", "Started", "Ended"],
-                [[r.get("id"), r.get("name"), r.get("deployment_name"), r.get("pool_name"),
-                  styled_state(shown_state(r)), format_time(r.get("scheduled_time")),
-                  format_time(r.get("started_at")), format_time(r.get("ended_at"))]
-                 for r in runs])
+    print_table("Runs", ["ID", "Name", "Deployment", "State", "Scheduled", "Duration"],
+                [[short_id(r.get("id")), r.get("name"), r.get("deployment_name"),
+                  styled_state(shown_state(r)), relative_time(r.get("scheduled_time")),
+                  run_duration(r.get("started_at"), r.get("ended_at"))] for r in runs],
+                unbroken=("ID", "State", "Scheduled", "Duration"))
 
 
 @run_app.command("inspect")
@@ -207,10 +245,11 @@ def print_run(run: dict[str, Any]) -> None:
         ("Pool", run.get("pool_name")),
         ("Queue", run.get("queue_name")),
         ("State", styled_state(state)),
-        ("State message", run.get("state_message")),
-        ("Scheduled", format_time(run.get("scheduled_time"))),
-        ("Started", format_time(run.get("started_at"))),
-        ("Ended", format_time(run.get("ended_at"))),
+        ("State message", state_detail(state, run.get("state_message"))),
+        ("Scheduled", time_and_distance(run.get("scheduled_time"))),
+        ("Started", time_and_distance(run.get("started_at"))),
+        ("Ended", time_and_distance(run.get("ended_at"))),
+        ("Duration", run_duration(run.get("started_at"), run.get("ended_at"))),
         ("Attempt", run.get("attempt")),
         ("Exit code", run.get("exit_code")),
         ("Timeout", f"{run['timeout_seconds']} s" if run.get("timeout_seconds") else None),
@@ -219,6 +258,8 @@ def print_run(run: dict[str, Any]) -> None:
         ("Idempotency key", run.get("idempotency_key")),
     ])
     print_json_block("Parameters", run.get("parameters") or {})
+    if run.get("result") is not None:
+        print_json_block("Result", run["result"])
     print_json_block("Job variables (this run's overrides)", run.get("job_variables") or {})
     if run.get("job_configuration") is None:
         say("Job configuration: not rendered yet (the run has not been submitted)")
@@ -228,7 +269,9 @@ def print_run(run: dict[str, Any]) -> None:
     if history:
         print_table("State history", ["Time", "State", "Message"],
                     [[format_time(h.get("timestamp")), styled_state(str(h.get("state"))),
-                      h.get("message")] for h in history])
+                      state_detail(str(h.get("state")), h.get("message"))]
+                     for h in history],
+                    unbroken=("Time", "State"))
 
 
 @run_app.command("logs")
@@ -236,9 +279,19 @@ def run_logs(
     run_id: RunId,
     follow: Annotated[bool, typer.Option(
         "--follow", "-f", help="Keep printing new lines until the run is final.")] = False,
+    head: Annotated[int | None, typer.Option(
+        "--head", metavar="N", min=1, help="Only the first N lines.")] = None,
+    tail: Annotated[int | None, typer.Option(
+        "--tail", metavar="N", min=1, max=MAX_TAIL,
+        help=f"Only the last N lines (at most {MAX_TAIL}).")] = None,
     output: OutputOption = Output.table,
 ) -> None:
-    """Print a run's logs."""
+    """Print a run's logs: time, stream (stdout, stderr, runtime) and line."""
+    if head is not None and tail is not None:
+        raise CliError("--head and --tail cannot be used together", "pick one")
+    if follow and (head is not None or tail is not None):
+        raise CliError("--follow prints every line; it has no --head or --tail",
+                       "drop one of them")
     with client_from_env() as client:
         if follow:
             if output is Output.json:
@@ -247,7 +300,10 @@ def run_logs(
             watch_run(client, run_id, states=False, logs=True)
             return
         client.get(_run_path(run_id))  # a clear 404 for an unknown run, not an empty list
-        entries, _ = fetch_new_logs(client, run_id, None)
+        if tail is not None:
+            entries = fetch_last_logs(client, run_id, tail)
+        else:
+            entries, _ = fetch_new_logs(client, run_id, None, most=head)
     if output is Output.json:
         print_json(entries)
         return

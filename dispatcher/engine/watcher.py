@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from dispatcher import sealing, store
 from dispatcher.crypto import SecretBox
-from dispatcher.models import RunState
+from dispatcher.models import RUNNING_MESSAGE, RunState
 from dispatcher.settings import Settings
 from dispatcher.store import Database, WatchedRun
 from dispatcher.store.common import utcnow
@@ -61,14 +61,13 @@ def state_for(status: InfraStatus, current: RunState) -> tuple[RunState, str] | 
     if current is RunState.CANCELLING:
         if phase is InfraPhase.SUCCEEDED:
             return RunState.COMPLETED, "completed before the cancellation took effect"
-        if phase.is_final:
-            return RunState.CANCELLED, "cancelled" + (f": {status.reason}" if status.reason
-                                                      else "")
+        if phase.is_final:  # the provider's reason alone: it often says "cancelled" too
+            return RunState.CANCELLED, status.reason or "cancelled"
         return None
     if phase is InfraPhase.PENDING:
         return None
     if phase is InfraPhase.RUNNING:
-        return (RunState.RUNNING, status.reason or "running") \
+        return (RunState.RUNNING, status.reason or RUNNING_MESSAGE) \
             if current is RunState.PENDING else None
     if phase is InfraPhase.SUCCEEDED:
         return RunState.COMPLETED, status.reason or "completed"

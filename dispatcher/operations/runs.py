@@ -5,6 +5,7 @@ opened, and what is secret in the run is sealed again before it is stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -12,7 +13,7 @@ import jsonschema
 from dispatcher import sealing, store, templates
 from dispatcher.crypto import SecretBox, SecretDecryptError
 from dispatcher.errors import InvalidInput
-from dispatcher.models import Run, RunCreate
+from dispatcher.models import MAX_SECONDS, Run, RunCreate
 from dispatcher.store import Database
 from dispatcher.store.runs import PreparedRun, RunPreparer, RunTarget
 
@@ -48,10 +49,21 @@ def resolve_run_job(template: dict[str, Any], deployment_vars: dict[str, Any],
     return rendered
 
 
+def check_scheduled_time(when: datetime | None, now: datetime | None = None) -> None:
+    """A run may be started up to ten years ahead (MAX_SECONDS, the intervals' limit too):
+    a time past that is a typo (9999-12-31), not a plan."""
+    if when is None or when.tzinfo is None:  # None: now; no zone: the store says so
+        return
+    if when - (now or datetime.now(UTC)) > timedelta(seconds=MAX_SECONDS):
+        raise InvalidInput("scheduled_time", f"{when.isoformat()} is more than ten years "
+                           "ahead", "give a time within the next ten years")
+
+
 def prepare_run(target: RunTarget, data: RunCreate, box: SecretBox) -> PreparedRun:
     """The run's parameters (the deployment's, overridden by the run's), its own job
     variables and its rendered job configuration, secrets sealed; a bad value is a 422
     naming its field."""
+    check_scheduled_time(data.scheduled_time)
     template = sealing.open_json(target.base_job_template, box)
     deployment_vars = sealing.open_json(target.job_variables, box)
     run_params = _opened_input(data.parameters, "parameters", box)

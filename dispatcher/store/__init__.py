@@ -49,6 +49,7 @@ from dispatcher.store.pools import (
     update_pool,
     update_queue,
 )
+from dispatcher.store.run_ids import resolve_run_id
 from dispatcher.store.runs import (
     append_logs,
     apply_state_changes,
@@ -110,6 +111,7 @@ __all__ = [
     "release_claims",
     "renew_leases",
     "report_run_state",
+    "resolve_run_id",
     "resubmit_run",
     "run_id_for_infra",
     "run_state",

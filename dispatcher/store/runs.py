@@ -16,6 +16,7 @@ from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
     ACTIVE_STATES,
     FINAL_STATES,
+    RUNNING_MESSAGE,
     LogEntry,
     Run,
     RunCreate,
@@ -267,7 +268,7 @@ def steps_to(run_id: str, state: RunState, message: str | None = None,
     RUNNING goes first when it was still PENDING (transition_many skips it otherwise)."""
     final = StateChange(run_id, state, message, fields or {})
     if state in (RunState.COMPLETED, RunState.FAILED):
-        return [StateChange(run_id, RunState.RUNNING, "started"), final]
+        return [StateChange(run_id, RunState.RUNNING, RUNNING_MESSAGE), final]
     return [final]
 
 
@@ -371,14 +372,18 @@ def append_logs_in(conn: Connection,
 
 
 async def read_logs(db: Database, run_id: str, *, after_id: int = 0,
-                    limit: int = MAX_PAGE) -> list[LogEntry]:
+                    limit: int = MAX_PAGE, tail: bool = False) -> list[LogEntry]:
+    """A run's log lines in order: the first ``limit`` after ``after_id``, or with
+    ``tail`` the last ``limit`` of them."""
     def read(conn: Connection) -> list[LogEntry]:
         if conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
             raise NotFound(f"run {run_id!r} not found; list runs with `pushpool run ls`")
+        order = run_logs.c.id.desc() if tail else run_logs.c.id
         rows = conn.execute(select(run_logs).where(
             run_logs.c.run_id == run_id, run_logs.c.id > after_id)
-            .order_by(run_logs.c.id).limit(min(limit, MAX_PAGE)))
-        return [LogEntry.model_validate(r._mapping) for r in rows]
+            .order_by(order).limit(min(limit, MAX_PAGE)))
+        entries = [LogEntry.model_validate(r._mapping) for r in rows]
+        return entries[::-1] if tail else entries
 
     return await db.run(read)
 

@@ -50,7 +50,8 @@ async def run_token_key(db: Database, secret_key: str | None = None) -> bytes:
 
 
 async def report_run_state(db: Database, run_id: str, state: RunState,
-                           message: str | None = None, result: Any = None) -> Run:
+                           message: str | None = None, result: Any = None, *,
+                           exit_code: int | None = None) -> Run:
     """The runtime says the flow started (RUNNING) or ended (COMPLETED, FAILED).
 
     Conflict when the run cannot take that state any more (cancelled, crashed, or ended
@@ -62,16 +63,19 @@ async def report_run_state(db: Database, run_id: str, state: RunState,
                            f"use one of: {allowed}")
 
     def report(conn: Connection) -> Run:
-        query = select(runs.c.state, runs.c.result).where(runs.c.id == run_id)
+        query = select(runs.c.state, runs.c.result, runs.c.exit_code).where(
+            runs.c.id == run_id)
         if db.dialect == "postgresql":
             query = query.with_for_update()
         row = conn.execute(query).first()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
         current = RunState(row.state)
+        given = {"result": result, "exit_code": exit_code}
         if current is state:  # a retried report whose first answer was lost
-            if result is not None and row.result is None:
-                conn.execute(update(runs).where(runs.c.id == run_id).values(result=result))
+            missing = {k: v for k, v in given.items() if v is not None and row._mapping[k] is None}
+            if missing:
+                conn.execute(update(runs).where(runs.c.id == run_id).values(**missing))
         elif state is RunState.RUNNING:
             if current is not RunState.PENDING:
                 raise Conflict(f"run {run_id} is {current.value}; it must not start now")
@@ -80,7 +84,7 @@ async def report_run_state(db: Database, run_id: str, state: RunState,
             if current.is_final:
                 raise Conflict(f"run {run_id} already ended {current.value}; "
                                f"it cannot become {state.value}")
-            fields = {"result": result} if result is not None else {}
+            fields = {k: v for k, v in given.items() if v is not None}
             transition_many(conn, steps_to(run_id, state, message, fields))
         return read_run(conn, run_id)
 
