@@ -1,0 +1,97 @@
+"""The console's Jinja2 environment: templates from this package, autoescaped, and the
+filters pages use to show times, ids, durations and schedules the way the CLI does."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from dispatcher import redaction
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """'5 minutes ago', 'in 2 hours', 'now'."""
+    if moment is None:
+        return "-"
+    seconds = (_aware(moment) - (now or datetime.now(UTC))).total_seconds()
+    span = abs(seconds)
+    if span < 5:
+        return "now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if span >= size:
+            count = int(span // size)
+            text = f"{count} {unit}{'' if count == 1 else 's'}"
+            return f"in {text}" if seconds > 0 else f"{text} ago"
+    return "now"  # pragma: no cover - the loop always returns
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return "-"
+    seconds = ((_aware(end) if end else datetime.now(UTC)) - _aware(start)).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def short_id(value: str | None) -> str:
+    return (value or "")[:8]
+
+
+def iso(moment: datetime | None) -> str:
+    return _aware(moment).isoformat(timespec="seconds") if moment else ""
+
+
+def schedule_words(schedule: Any) -> str:
+    """'At 01:00 (Europe/Paris)', 'every 5 minutes', or the RRULE as written."""
+    if schedule.cron:
+        from cron_descriptor import get_description  # a few ms; only pages with crons
+
+        try:
+            words = get_description(schedule.cron)
+        except Exception:  # an expression the library cannot put in words: show it
+            words = schedule.cron
+        return f"{words} ({schedule.timezone})"
+    if schedule.interval:
+        return "every " + _interval_words(schedule.interval)
+    return f"{schedule.rrule} ({schedule.timezone})"
+
+
+def _interval_words(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}s" if count != 1 else unit
+    return f"{seconds:g} seconds"
+
+
+def pretty_json(value: Any) -> str:
+    """Indented JSON with secret-looking values masked, as API answers mask them."""
+    return json.dumps(redaction.redact_json(value), indent=2, sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("dispatcher.console", "templates"),
+                      autoescape=select_autoescape(default=True), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, enable_async=False)
+    env.filters.update(ago=ago, short=short_id, iso=iso, schedule_words=schedule_words,
+                       pretty_json=pretty_json)
+    env.globals["duration"] = duration
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context)
