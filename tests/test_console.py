@@ -152,6 +152,18 @@ def test_console_journey(browser: Any, server: ServerProcess, shots: Path) -> No
     page.get_by_role("button", name="Cancel").click()
     page.locator("[data-state=CANCELLED]").wait_for()
 
+    # Edit the pool: a limit saved, then a bad one refused with the API's message.
+    page.goto("/pools/laptop")
+    page.get_by_label("Concurrency limit").fill("3")
+    page.get_by_role("button", name="Save").click()
+    page.locator("dd", has_text="3").first.wait_for()
+    assert api.get("/api/work-pools/laptop").json()["concurrency_limit"] == 3
+    page.get_by_label("Concurrency limit").fill("-1")
+    page.get_by_role("button", name="Save").click()
+    page.locator("form [data-message]").wait_for(state="visible")
+    assert "concurrency_limit" in page.locator("form [data-message]").inner_text()
+    assert api.get("/api/work-pools/laptop").json()["concurrency_limit"] == 3
+
     # The other pages, live list included; then at a phone's width nothing overflows.
     for path, name in (("/", "dashboard"), ("/pools", "pools"), ("/runs", "runs"),
                        ("/pools/laptop", "pool")):

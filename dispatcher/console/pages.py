@@ -5,7 +5,9 @@ validation and shows its messages."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -13,13 +15,14 @@ from aiohttp import web
 from dispatcher import metrics, redaction, store
 from dispatcher.api.context import db_of, settings_of
 from dispatcher.api.display import with_display_state
-from dispatcher.console import session
+from dispatcher.console import figures, session
 from dispatcher.console.render import render
 from dispatcher.errors import NotFound
 from dispatcher.models import RunState
 from providers.registry import available_types
 
 RUNS_PAGE = 50
+POOL_DEPLOYMENTS = 50
 STATES = [state.value for state in RunState]
 PROVIDER_CONSOLES = {"ecs": "ECS task", "cloud-run": "Cloud Run execution",
                      "azure-container-instance": "ACI container group", "modal": "Modal app"}
@@ -55,29 +58,64 @@ def _shown(models: list[Any]) -> list[Any]:
     return [redaction.redact_model(model) for model in models]
 
 
+FIGURES_KEY = web.AppKey("console_figures", figures.StoreFigures)
+DEPLOYMENTS_PAGE = 100
+STATE_COLOURS = {"SCHEDULED": "#6b7280", "PENDING": "#60a5fa", "RUNNING": "#2456c8",
+                 "COMPLETED": "#1d7a3a", "FAILED": "#b3261e", "CRASHED": "#7f1d1d",
+                 "CANCELLING": "#9a6700", "CANCELLED": "#111827"}
+
+
+def _lines(history: list[figures.Snapshot], width: int = 600,
+           height: int = 120) -> list[dict[str, str]]:
+    """An SVG polyline per state that had runs: its count at each snapshot."""
+    if len(history) < 2:
+        return []
+    start, span = history[0].taken, max(history[-1].taken - history[0].taken, 1.0)
+    top = max((max(s.by_state.values(), default=0) for s in history), default=0) or 1
+    lines = []
+    for state in STATES:
+        if not any(s.by_state.get(state) for s in history):
+            continue
+        points = " ".join(
+            f"{width * (s.taken - start) / span:.1f},"
+            f"{height - height * s.by_state.get(state, 0) / top:.1f}" for s in history)
+        lines.append({"state": state, "points": points, "colour": STATE_COLOURS[state]})
+    return lines
+
+
 async def dashboard(request: web.Request) -> web.Response:
     db = db_of(request)
-    stats = await store.store_stats(db)
-    by_state: Counter[str] = Counter()
-    by_pool: dict[str, Counter[str]] = {}
-    for pool_name, state, count in stats.runs:
-        by_state[state] += count
-        by_pool.setdefault(pool_name, Counter())[state] += count
-    late = await with_display_state(db, await store.list_runs(
-        db, state=RunState.SCHEDULED, limit=200))
+    snapshot = await request.app[FIGURES_KEY].current(db)
+    history = list(request.app[FIGURES_KEY].history)
+    late = await late_runs(db, await store.list_pools(db), limit=200)
     recent = await with_display_state(db, await store.list_runs(db, limit=10))
-    biggest = max(by_state.values(), default=0)
     latency = metrics.dispatch_latency_histogram()
-    return page(request, "dashboard.html", by_state=by_state, by_pool=by_pool,
+    by_state = snapshot.by_state if snapshot else Counter()
+    return page(request, "dashboard.html", snapshot=snapshot, by_state=by_state,
+                by_pool=snapshot.by_pool if snapshot else {},
+                figures_age=time.time() - snapshot.taken if snapshot else None,
+                biggest=max(by_state.values(), default=0), states=STATES,
+                lines=_lines(history), history_minutes=(
+                    (history[-1].taken - history[0].taken) / 60 if len(history) > 1 else 0),
                 latency=latency, latency_most=max((n for _, n in latency), default=0),
-                states=STATES, biggest=biggest, recent=_shown(recent),
-                late=[run for run in late if run.display_state == "LATE"],
-                breaker_paused=[name for name, paused in stats.pools if paused])
+                recent=_shown(recent),
+                late=late, breaker_paused=snapshot.breaker_paused if snapshot else [])
+
+
+async def late_runs(db: Any, pools: list[Any], limit: int = 1000) -> list[Any]:
+    """Runs shown LATE now, the longest overdue first (at most ``limit`` are read)."""
+    floor = min((p.late_after_seconds for p in pools), default=0)
+    overdue = await store.scheduled_before(db, datetime.now(UTC) - timedelta(seconds=floor),
+                                           limit=limit)
+    return [run for run in await with_display_state(db, overdue)
+            if run.display_state == "LATE"]
 
 
 async def pools(request: web.Request) -> web.Response:
-    listed = await store.list_pools(db_of(request))
-    return page(request, "pools.html", pools=_shown(listed))
+    db = db_of(request)
+    listed = await store.list_pools(db)
+    late = Counter(run.pool_name for run in await late_runs(db, listed))
+    return page(request, "pools.html", pools=_shown(listed), late=late)
 
 
 async def new_pool(request: web.Request) -> web.Response:
@@ -89,15 +127,28 @@ async def pool(request: web.Request) -> web.Response:
     name = request.match_info["pool"]
     found = await store.get_pool(db, name)
     queues = await store.list_queues(db, name)
-    deployments = await store.list_deployments(db, pool_name=name)
+    deployments = await store.list_deployments(db, pool_name=name, limit=POOL_DEPLOYMENTS + 1)
     runs = await with_display_state(db, await store.list_runs(db, pool_name=name, limit=20))
     return page(request, "pool.html", pool=redaction.redact_model(found), queues=queues,
-                deployments=_shown(deployments), runs=_shown(runs))
+                deployments=_shown(deployments[:POOL_DEPLOYMENTS]),
+                more_deployments=len(deployments) > POOL_DEPLOYMENTS, runs=_shown(runs))
 
 
 async def deployments(request: web.Request) -> web.Response:
-    listed = await store.list_deployments(db_of(request))
-    return page(request, "deployments.html", deployments=_shown(listed))
+    pool_name = request.query.get("pool") or None
+    offset = _offset(request)
+    listed = await store.list_deployments(db_of(request), pool_name=pool_name,
+                                          limit=DEPLOYMENTS_PAGE + 1, offset=offset)
+    return page(request, "deployments.html", deployments=_shown(listed[:DEPLOYMENTS_PAGE]),
+                pool_name=pool_name or "", offset=offset, page_size=DEPLOYMENTS_PAGE,
+                more=len(listed) > DEPLOYMENTS_PAGE)
+
+
+def _offset(request: web.Request) -> int:
+    try:
+        return max(0, int(request.query.get("offset", "0")))
+    except ValueError:
+        return 0
 
 
 async def deployment(request: web.Request) -> web.Response:
@@ -133,10 +184,7 @@ async def runs(request: web.Request) -> web.Response:
     state = RunState(state_name) if state_name in STATES else None
     pool_name = query.get("pool") or None
     deployment_ref = query.get("deployment") or None
-    try:
-        offset = max(0, int(query.get("offset", "0")))
-    except ValueError:
-        offset = 0
+    offset = _offset(request)
     try:
         listed = await store.list_runs(db, state=state, pool_name=pool_name,
                                        deployment_ref=deployment_ref, limit=RUNS_PAGE,

@@ -4,6 +4,7 @@ session; without it the console is open, as the API is."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from dispatcher.api.context import settings_of
-from dispatcher.console import pages, session
+from dispatcher.console import figures, pages, session
+from dispatcher.console.render import compile_templates
 from dispatcher.errors import InvalidInput, NotFound
 
 STATIC = Path(__file__).parent / "static"
@@ -104,7 +106,15 @@ async def logout(request: web.Request) -> web.Response:
     raise response
 
 
+async def _warm_up(app: web.Application) -> None:
+    # In a thread and not awaited: the server answers at once, and the templates are
+    # compiled before anyone opens a page.
+    asyncio.get_running_loop().run_in_executor(None, compile_templates)
+
+
 def add_console(app: web.Application) -> None:
+    app[pages.FIGURES_KEY] = figures.StoreFigures()
+    app.on_startup.append(_warm_up)
     for path, handler in PAGES:
         app.router.add_get(path, _guarded(handler))
     app.router.add_get("/login", login_form)

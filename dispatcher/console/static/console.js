@@ -207,6 +207,30 @@ function setUpRunForm(form) {
   });
 }
 
+// The pool's edit form: only what changed is sent (a PATCH), the template as JSON.
+function setUpEditForm(form) {
+  const template = form.querySelector("[name=base_job_template]");
+  const original = template.value;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {};
+    const limit = form.querySelector("[name=concurrency_limit]");
+    if (limit.value !== limit.defaultValue) {
+      if (limit.value === "") body.clear_concurrency_limit = true;
+      else body.concurrency_limit = Number(limit.value);
+    }
+    const description = form.querySelector("[name=description]");
+    if (description.value !== description.defaultValue) body.description = description.value;
+    if (template.value !== original) {
+      try { body.base_job_template = JSON.parse(template.value); }
+      catch (e) { say(form, `base_job_template: not valid JSON (${e.message})`); return; }
+    }
+    const result = await api("PATCH", form.dataset.url, body);
+    if (!result.ok) { say(form, problem(result)); return; }
+    window.location.reload();
+  });
+}
+
 // ---------------------------------------------------------------- live lists and logs
 function followList(node) {
   const url = node.dataset.liveUrl;
@@ -262,8 +286,12 @@ document.addEventListener("DOMContentLoaded", () => {
   if (poolForm) setUpPoolForm(poolForm);
   const runForm = document.querySelector("form[data-run-form]");
   if (runForm) setUpRunForm(runForm);
+  const editForm = document.querySelector("form[data-edit-form]");
+  if (editForm) setUpEditForm(editForm);
   for (const node of document.querySelectorAll("[data-live-url]")) followList(node);
   for (const node of document.querySelectorAll("[data-run]")) followRun(node);
+  const reload = document.querySelector("[data-reload-after]");
+  if (reload) setTimeout(() => window.location.reload(), Number(reload.dataset.reloadAfter));
   for (const form of document.querySelectorAll("form[data-filter]")) {
     form.addEventListener("change", () => form.submit());
   }
