@@ -6,7 +6,8 @@
 - a real server process on that store: time to answer, time until its start-up passes
   (scheduler, watcher) are done, its CPU use after that, and its RSS (now and peak);
 - ``GET /api/runs`` first pages (what `pushpool run ls` shows), plain and filtered, and
-  the `pushpool run ls` command itself, wall clock.
+  the `pushpool run ls` command itself, wall clock;
+- the web console's pages (dashboard, pools, a pool, a deployment, runs, a run).
 
 Usage:
 
@@ -49,6 +50,7 @@ from bench.scale_data import Shape, counts, load
 
 CLAIM_TARGET_MS = 10.0
 LIST_TARGET_MS = 100.0
+CONSOLE_TARGET_MS = 200.0
 RSS_TARGET_MB = 250.0
 OWNER = "scale-bench"
 CLAIM_BATCH = 200
@@ -166,6 +168,28 @@ async def list_pages(url: str, repeat: int) -> dict[str, Any]:
     return out
 
 
+def console_pages(url: str, repeat: int) -> dict[str, Any]:
+    """Each console page, whole HTML answer, over one kept-alive connection."""
+    import httpx
+
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=url, timeout=60) as client:
+        some_run = client.get("/api/runs?limit=1").json()[0]["id"]
+        pages = {"dashboard /": "/", "work pools": "/pools", "a pool": "/pools/pool-3",
+                 "a deployment": "/deployments/flow-7/dep-777", "runs": "/runs",
+                 "runs, state FAILED": "/runs?state=FAILED", "a run": f"/runs/{some_run}"}
+        for name, path in pages.items():
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                answer = client.get(path)
+                times.append((time.perf_counter() - t0) * 1000)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"GET {path}: {answer.status_code}")
+            out[name] = {**percentiles(times), "bytes": len(answer.content)}
+    return out
+
+
 def cli_run_ls(url: str, repeat: int = 3) -> dict[str, float]:
     exe = Path(sys.executable).with_name("pushpool")
     env = {**os.environ, "PUSHPOOL_API_URL": url}
@@ -200,11 +224,13 @@ def server_phase(url: str, profile: bool, window: float) -> dict[str, Any]:
             busy = (server.cpu_seconds() - cpu0) / (time.perf_counter() - w0)
             pages = asyncio.run(list_pages(server.url, 10))
             cli = cli_run_ls(server.url)
+            console = console_pages(server.url, 10)
         if profile:
             print_profile("scale server", summarise(RESULTS / "profile-scale-server.txt"))
         return {"answered_s": answered, "settled_s": settled, "cpu_share_after": busy,
                 "rss_mb": max(rss_samples), "peak_rss_mb": server.peak_rss_mb(),
-                "api_ms": pages, "cli_run_ls_ms": cli, "server_log": server.log_tail(2000)}
+                "api_ms": pages, "cli_run_ls_ms": cli, "console_ms": console,
+                "server_log": server.log_tail(2000)}
     finally:
         stop_server(server)
 
@@ -262,6 +288,11 @@ def main() -> None:
                 [[name, o["items"], o["p50"], o["p99"], o["max"]] for name, o in api.items()]
                 + [["pushpool run ls (whole command)", "", server["cli_run_ls_ms"]["p50"],
                     server["cli_run_ls_ms"]["p99"], server["cli_run_ls_ms"]["max"]]])
+    console = server["console_ms"]
+    print_table("Console pages at scale (ms, 10 calls each)", ["page", "bytes", "p50", "p99",
+                                                              "max"],
+                [[name, o["bytes"], o["p50"], o["p99"], o["max"]] for name, o in console.items()])
+    slowest_page = max(o["p99"] for o in console.values())
     settled = server["settled_s"]
     print_table("Server at scale", ["measure", "value"], [
         ["answered /api/health after (s)", server["answered_s"]],
@@ -282,6 +313,8 @@ def main() -> None:
         summary_row(f"{args.backend} claim p99, 200 claimed per call", batch_claim, "ms"),
         summary_row(f"{args.backend} run ls first page p99 (API)", first_page, "ms",
                     f"< {LIST_TARGET_MS:g} ms", first_page < LIST_TARGET_MS),
+        summary_row(f"{args.backend} slowest console page p99", slowest_page, "ms",
+                    f"< {CONSOLE_TARGET_MS:g} ms", slowest_page < CONSOLE_TARGET_MS),
         summary_row(f"{args.backend} server peak RSS", server["peak_rss_mb"], "MB",
                     f"< {RSS_TARGET_MB:g} MB", server["peak_rss_mb"] < RSS_TARGET_MB),
         summary_row(f"{args.backend} server CPU with nothing due",

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Table, select, text
 from sqlalchemy.engine import Connection
 
+from bench.noop_provider import NoopProvider
 from dispatcher.models import ScheduleSpec, WorkPoolCreate
 from dispatcher.store import Database, create_pool
 from dispatcher.store.tables import deployments, run_states, runs, schedules, work_queues
@@ -131,9 +132,13 @@ def _dep(d: Dialect, n: str, count: int) -> str:
 async def make_pools(db: Database, count: int, prefix: str = "pool-"
                      ) -> tuple[list[str], list[str]]:
     """``count`` noop pools made through the store; their ids and default queues' ids."""
+    # The store takes a pool's template as given (its checks live in dispatcher.operations,
+    # which would look the type up in a registry this process has not been told of).
+    template = NoopProvider().default_base_job_template()
     pool_ids = []
     for p in range(count):
-        pool = await create_pool(db, WorkPoolCreate(name=f"{prefix}{p}", type="noop"))
+        pool = await create_pool(db, WorkPoolCreate(name=f"{prefix}{p}", type="noop",
+                                                    base_job_template=template))
         pool_ids.append(pool.id)
     rows = await db.run(lambda conn: list(conn.execute(
         select(work_queues.c.pool_id, work_queues.c.id).where(

@@ -79,6 +79,24 @@ def observe_dispatch_latency(pool_type: str, scheduled: datetime, created: datet
     DISPATCH_LATENCY.labels(pool_type).observe(max((now - due).total_seconds(), 0.0))
 
 
+def dispatch_latency_histogram() -> list[tuple[str, int]]:
+    """This replica's dispatch latencies since it started, as (bucket label, runs) pairs
+    over every pool type: the figures of ``pushpool_dispatch_latency_seconds``."""
+    cumulative: dict[float, float] = {}
+    for metric in DISPATCH_LATENCY.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                cumulative[bound] = cumulative.get(bound, 0.0) + sample.value
+    rows, below = [], 0.0
+    for bound in sorted(cumulative):
+        label = f"≤ {bound * 1000:g} ms" if bound < 1 else (
+            f"≤ {bound:g} s" if bound != float("inf") else "longer")
+        rows.append((label, int(cumulative[bound] - below)))
+        below = cumulative[bound]
+    return rows
+
+
 def exposition(stats: StoreStats) -> bytes:
     """The text exposition of every metric, with the store-wide gauges set from ``stats``."""
     RUNS.clear()  # pools or states that are gone must not linger

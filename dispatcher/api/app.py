@@ -30,11 +30,15 @@ __all__ = ["EngineHandle", "create_app"]
 
 def create_app(db: Database, engine: EngineHandle | None, settings: Settings) -> web.Application:
     """The API application. ``engine`` is None when no engine runs in this process."""
+    # Imported here: the console's pages use the API's context and display helpers.
+    from dispatcher.console.routes import CONSOLE_PATHS, add_console
+
     quiet_protocol_errors()
     middlewares: list[Middleware] = [error_middleware]
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset
-        public = frozenset(route.path for route in ROUTES if route.public)
+        # The console's pages check its session themselves (a sign-in page, not a 401).
+        public = frozenset(route.path for route in ROUTES if route.public) | CONSOLE_PATHS
         run_token = frozenset((route.method, route.path) for route in ROUTES
                               if route.run_token)
         middlewares.append(auth_middleware(token, public, run_token))
@@ -47,4 +51,5 @@ def create_app(db: Database, engine: EngineHandle | None, settings: Settings) ->
         app[SETTINGS_KEY] = settings
         app[ROUTES_KEY] = ROUTES
     register_routes(app, ROUTES)
+    add_console(app)
     return app

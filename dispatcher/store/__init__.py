@@ -60,6 +60,7 @@ from dispatcher.store.runs import (
     preview_pool,
     read_logs,
     run_id_for_infra,
+    scheduled_before,
     set_run_state,
 )
 from dispatcher.store.runtime import append_run_logs, report_run_state, run_token_key
@@ -118,6 +119,7 @@ __all__ = [
     "run_token_key",
     "runs_to_watch",
     "schedule_slot_key",
+    "scheduled_before",
     "set_pool_paused",
     "set_run_state",
     "store_stats",

@@ -158,8 +158,12 @@ async def get_deployment(db: Database, ref: str) -> Deployment:
 
 
 async def list_deployments(db: Database, pool_name: str | None = None,
-                           flow_name: str | None = None) -> list[Deployment]:
+                           flow_name: str | None = None, limit: int | None = None,
+                           offset: int = 0) -> list[Deployment]:
+    """Deployments by flow and name; ``limit``/``offset`` page through them (None: all)."""
     query = _select().order_by(deployments.c.flow_name, deployments.c.name)
+    if limit is not None:
+        query = query.limit(limit).offset(offset)
     if pool_name is not None:
         query = query.where(work_pools.c.name == pool_name)
     if flow_name is not None:

@@ -239,6 +239,21 @@ async def list_runs(db: Database, *, state: RunState | None = None,
     return await db.run(read)
 
 
+async def scheduled_before(db: Database, moment: datetime, limit: int) -> list[Run]:
+    """SCHEDULED runs due before ``moment``, the longest overdue first: the candidates for
+    LATE, read along ``ix_runs_state_scheduled_time`` however many runs are stored."""
+    def read(conn: Connection) -> list[Run]:
+        overdue = (select(runs.c.id).where(runs.c.state == RunState.SCHEDULED.value,
+                                           runs.c.scheduled_time < moment)
+                   .order_by(runs.c.scheduled_time).limit(limit).subquery())
+        now = utcnow()
+        return [_to_run(r, now) for r in conn.execute(
+            _select().where(runs.c.id.in_(select(overdue.c.id)))
+            .order_by(runs.c.scheduled_time))]
+
+    return await db.run(read)
+
+
 def _pool_id(conn: Connection, name: str) -> str | None:
     """A pool's id by name; None (no runs) for a name no pool has, as a filter expects."""
     return conn.execute(select(work_pools.c.id).where(work_pools.c.name == name)).scalar()
