@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from dispatcher.api.auth import auth_middleware
+from dispatcher.api.browser_guard import browser_guard_middleware
 from dispatcher.api.context import (
     DB_KEY,
     ENGINE_KEY,
@@ -31,7 +32,7 @@ __all__ = ["EngineHandle", "create_app"]
 def create_app(db: Database, engine: EngineHandle | None, settings: Settings) -> web.Application:
     """The API application. ``engine`` is None when no engine runs in this process."""
     quiet_protocol_errors()
-    middlewares: list[Middleware] = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware, browser_guard_middleware()]
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset
         public = frozenset(route.path for route in ROUTES if route.public)

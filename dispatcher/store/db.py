@@ -9,6 +9,9 @@ Store functions are plain synchronous transactions over a SQLAlchemy ``Connectio
   instead of in SQLite's sleeping busy handler; reads run beside them under WAL.
 - PostgreSQL: on asyncpg through ``AsyncConnection.run_sync``, no threads involved. Every
   round trip counts here, so reads skip BEGIN/COMMIT and checkouts skip the pre-ping.
+
+Both engines hide statement parameters from their errors and logs: they hold secrets (env
+values, the run-token signing key), and an error's text ends up in tracebacks.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ CLAIM_LOCK_ID = 0x7075736871
 def _sqlite_engine(url: str) -> Engine:
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False},
-                           pool_size=8, max_overflow=0)
+                           pool_size=8, max_overflow=0, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -68,7 +71,8 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     # so more connections would not run more at once. No pre-ping (a round trip per
     # transaction): a connection that died with the server fails its transaction, which
     # invalidates the whole pool, and the callers' retries find fresh connections.
-    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False)
+    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False,
+                                 hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

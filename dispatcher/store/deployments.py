@@ -180,11 +180,15 @@ async def update_deployment(db: Database, ref: str, data: DeploymentUpdate) -> D
     return await db.run(change, write=True)
 
 
-async def delete_deployment(db: Database, ref: str) -> None:
-    def remove(conn: Connection) -> None:
-        row = deployment_row(conn, ref)
-        conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
-                                        runs.c.state == RunState.SCHEDULED.value))
-        conn.execute(delete(deployments).where(deployments.c.id == row.id))
+def remove_deployment(conn: Connection, row: Row[Any]) -> None:
+    """Delete a deployment with its schedules and the runs it has scheduled; its other
+    runs stay and keep its name (``runs.former_deployment_name``)."""
+    conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
+                                    runs.c.state == RunState.SCHEDULED.value))
+    conn.execute(update(runs).where(runs.c.deployment_id == row.id).values(
+        former_deployment_name=f"{row.flow_name}/{row.name}"))
+    conn.execute(delete(deployments).where(deployments.c.id == row.id))
 
-    await db.run(remove, write=True)
+
+async def delete_deployment(db: Database, ref: str) -> None:
+    await db.run(lambda conn: remove_deployment(conn, deployment_row(conn, ref)), write=True)
