@@ -18,10 +18,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 
 from aiohttp import web
+from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from dispatcher import start_failures
 from dispatcher.crypto import SecretDecryptError
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Database
@@ -34,9 +37,22 @@ STORE_RETRY_FIRST_SECONDS = 0.5
 STORE_RETRY_MAX_SECONDS = 5.0
 
 
+class MigrationStepsOnly(logging.Filter):
+    """Alembic's INFO lines, but for the migrations it runs: not its set-up chatter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.getMessage().startswith("Running ")
+
+
 def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Seven lines of plugin set-up, then "Context impl" and "Will assume ... DDL" on every
+    # start: none says anything a user can act on.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    migration = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, MigrationStepsOnly) for f in migration.filters):
+        migration.addFilter(MigrationStepsOnly())
 
 
 async def connect_store(url: str, stop: asyncio.Event) -> Database | None:
@@ -62,6 +78,7 @@ async def connect_store(url: str, stop: asyncio.Event) -> Database | None:
 
 async def serve(settings: Settings, host: str, port: int,
                 ready: asyncio.Event | None = None) -> None:
+    """Run until SIGINT or SIGTERM; StartFailure if the store or the port is unusable."""
     from dispatcher.api.app import create_app
     from dispatcher.engine.engine import Engine
     from providers import registry
@@ -72,41 +89,66 @@ async def serve(settings: Settings, host: str, port: int,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    db = await connect_store(settings.resolved_database_url(), stop)
+    url = settings.resolved_database_url()
+    try:
+        db = await connect_store(url, stop)
+    except Exception as exc:
+        raise start_failures.store_failure(exc, url) from None
     if db is None:
         log.info("stopped before the database answered")
         return
     try:
-        await check_key(db)
+        await check_key(db)  # its first write, when the store is new: the key check
     except SecretDecryptError as exc:
         await db.close()
-        raise SystemExit(f"pushpool: not starting: {exc}") from None
+        raise start_failures.StartFailure(f"not starting: {exc}", 1) from None
+    except Exception as exc:
+        await db.close()
+        raise start_failures.store_failure(exc, url) from None
     engine = Engine(db, settings, api_url=f"http://{host}:{port}")
-    app = create_app(db, engine, settings)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    await engine.start()
-    log.info("pushpool listening on http://%s:%d (store: %s)", host, port, db.dialect)
-    print(f"pushpool server running on http://{host}:{port} — press Ctrl-C to stop",
-          flush=True)
-    if ready is not None:
-        ready.set()
+    runner = web.AppRunner(create_app(db, engine, settings), handle_signals=False)
+    started = False
     try:
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise start_failures.cannot_listen(exc, host, port) from None
+        try:
+            await engine.start()  # its first write: the run-token signing key
+        except Exception as exc:
+            raise start_failures.store_failure(exc, url) from None
+        started = True
+        log.info("pushpool listening on http://%s:%d (store: %s)", host, port, db.dialect)
+        print(f"pushpool server running on http://{host}:{port} — press Ctrl-C to stop",
+              flush=True)
+        if ready is not None:
+            ready.set()
         await stop.wait()
     finally:
-        log.info("shutting down")
+        if started:
+            log.info("shutting down")
         await runner.shutdown()
-        await engine.stop()
+        if started:
+            await engine.stop()
         await runner.cleanup()
         await registry.close_all()
         await db.close()
-        log.info("stopped")
+        if started:
+            log.info("stopped")
 
 
 def run_server(host: str | None = None, port: int | None = None) -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, host or settings.host, port or settings.port))
+    """`pushpool server start`: serve until stopped; a start-up failure is one line on
+    stderr and a non-zero exit (dispatcher/start_failures.py)."""
+    try:
+        try:
+            settings = get_settings()
+        except ValidationError as exc:
+            raise start_failures.bad_settings(exc) from None
+        configure_logging(settings.log_level)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, host or settings.host, port or settings.port))
+    except start_failures.StartFailure as failure:
+        print(f"Error: {failure.message}", file=sys.stderr, flush=True)
+        raise SystemExit(failure.exit_code) from None

@@ -255,6 +255,78 @@ async def test_wrong_token_is_401_and_right_token_passes(
     assert TOKEN not in caplog.text
 
 
+# ---------------------------------------------------------------------------- cross-site
+
+
+EVIL_ORIGIN = "http://attacker.example"
+
+
+async def test_a_cross_site_form_post_creates_nothing(client: Client) -> None:
+    """What a web page can make a browser send without a CORS preflight: a form post
+    (urlencoded, multipart or text/plain, the last carrying a JSON-looking body)."""
+    await make_deployment(client)
+    runs = "/api/deployments/f1/d1/runs"
+    for content_type, data in (("application/x-www-form-urlencoded", b"parameters=x"),
+                               ("multipart/form-data; boundary=b", b"--b--"),
+                               ("text/plain", b'{"parameters": {}}'),
+                               ("text/plain", b"")):
+        body = await rejected(client, "POST", runs, 415, data=data,
+                              headers={"Content-Type": content_type})
+        assert body["error"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in body["message"]
+        # The same post with the Origin and Sec-Fetch-Site a browser adds: refused first.
+        body = await rejected(client, "POST", runs, 403, data=data, headers={
+            "Content-Type": content_type, "Origin": EVIL_ORIGIN, "Sec-Fetch-Site": "cross-site"})
+        assert body["error"] == "cross_origin"
+    assert await call(client, "GET", "/api/runs", 200) == []
+
+
+async def test_a_body_needs_the_json_content_type(client: Client) -> None:
+    await make_deployment(client)
+    for path in ("/api/deployments/f1/d1/runs", "/api/webhooks/deployments/f1/d1"):
+        await rejected(client, "POST", path, 415, data=b"{}")  # application/octet-stream
+        await rejected(client, "POST", path, 415, data=b"{}", skip_auto_headers=["Content-Type"])
+    await rejected(client, "PUT", "/api/deployments", 415, data=json.dumps(deployment_body()),
+                   headers={"Content-Type": "text/plain"})
+    await rejected(client, "PATCH", "/api/work-pools/p1", 415, data=b'{"description": "x"}',
+                   headers={"Content-Type": "text/plain"})
+    # JSON with a charset is JSON; a route without a body takes a request without a type.
+    await call(client, "POST", "/api/deployments/f1/d1/runs", 201, data=b"{}",
+               headers={"Content-Type": "application/json; charset=utf-8"})
+    await call(client, "POST", "/api/work-pools/p1/pause", 200)
+
+
+async def test_browser_requests_from_other_origins_are_refused(client: Client) -> None:
+    pool = await make_pool(client)
+    for headers in ({"Origin": EVIL_ORIGIN}, {"Origin": "null"},
+                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}):
+        for method, path, kwargs in (
+                ("DELETE", "/api/work-pools/p1", {}),
+                ("POST", "/api/work-pools/p1/pause", {}),
+                ("PATCH", "/api/work-pools/p1", {"json": {"description": "x"}})):
+            body = await rejected(client, method, path, 403, headers=headers, **kwargs)
+            assert body["error"] == "cross_origin", (headers, method, path)
+    assert await call(client, "GET", "/api/work-pools/p1", 200) == pool
+    # Reading stays possible (a browser keeps the answer from the page anyway), and a
+    # page of this server's own origin, or a request the user typed, may change things.
+    assert await call(client, "GET", "/api/work-pools", 200, headers={"Origin": EVIL_ORIGIN})
+    own = f"http://{client.server.host}:{client.server.port}"
+    await call(client, "POST", "/api/work-pools/p1/pause", 200,
+               headers={"Origin": own, "Sec-Fetch-Site": "same-origin"})
+    await call(client, "POST", "/api/work-pools/p1/resume", 200,
+               headers={"Sec-Fetch-Site": "none"})
+
+
+async def test_provider_events_keep_their_own_authentication(client: Client) -> None:
+    """Provider events are exempt from the guard: their adapter authenticates them (here:
+    no events secret is set, so the ECS adapter refuses them itself)."""
+    for path in ("/api/events/ecs", "/api/events/aws/ecs"):
+        response = await client.post(path, data=b"{}", headers={
+            "Content-Type": "text/plain", "Origin": EVIL_ORIGIN, "Sec-Fetch-Site": "cross-site"})
+        body = await response.json()
+        assert body["error"] not in ("cross_origin", "unsupported_media_type"), body
+
+
 # ---------------------------------------------------------------------------- pools
 
 
@@ -319,7 +391,8 @@ async def test_non_json_body_is_400_naming_the_problem(client: Client) -> None:
     body = await rejected(client, "POST", "/api/work-pools", 400, data=b"{name: p1",
                           headers={"Content-Type": "application/json"})
     assert body["error"] == "invalid_json" and "not valid JSON" in body["message"]
-    await rejected(client, "POST", "/api/work-pools", 400, data=b"\xff\xfe")
+    await rejected(client, "POST", "/api/work-pools", 400, data=b"\xff\xfe",
+                   headers={"Content-Type": "application/json"})
 
 
 async def test_pool_update_and_delete_errors(client: Client) -> None:
@@ -346,6 +419,52 @@ async def test_preview_lists_upcoming_runs(client: Client) -> None:
 
 
 # ---------------------------------------------------------------------------- queues
+
+
+async def test_a_pool_with_deployments_is_deleted_only_with_cascade(client: Client) -> None:
+    await make_deployment(client, schedules=[{"cron": "0 9 * * *"}])
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    scheduled = [await make_run(client, scheduled_time=later) for _ in range(2)]
+    final = await make_run(client)
+    await call(client, "POST", f"/api/runs/{final['id']}/cancel", 200)
+    final = await call(client, "GET", f"/api/runs/{final['id']}", 200)
+
+    body = await rejected(client, "DELETE", "/api/work-pools/p1", 409)
+    assert "1 deployment(s) (f1/d1)" in body["message"]
+    assert "--cascade" in body["message"] and "deployment ls --pool p1" in body["message"]
+    # A cascade confirmed for another number of deployments than the pool has: refused.
+    body = await rejected(client, "DELETE", "/api/work-pools/p1?cascade=true&deployments=0",
+                          409)
+    assert "has 1 deployment(s) now, not the 0 confirmed" in body["message"]
+
+    await call(client, "DELETE", "/api/work-pools/p1?cascade=true&deployments=1", 204)
+    await call(client, "GET", "/api/deployments/f1/d1", 404)
+    await call(client, "GET", "/api/work-pools/p1", 404)
+    kept = await call(client, "GET", "/api/runs", 200)
+    assert [run["id"] for run in kept] == [final["id"]]  # the scheduled runs went with d1
+    # Its deployment is gone (no id to follow), the rest is as it was.
+    assert await call(client, "GET", f"/api/runs/{final['id']}", 200) == {
+        **final, "deployment_id": None}
+    assert all(run["id"] != final["id"] for run in scheduled)
+    # The name is free again; the old run keeps naming the pool it ran in.
+    await make_deployment(client)
+    assert (await call(client, "GET", f"/api/runs/{final['id']}", 200))["pool_name"] == "p1"
+    assert await call(client, "GET", "/api/runs?pool=p1", 200) == []
+
+
+async def test_finished_runs_outlive_their_deployment_and_queue(client: Client) -> None:
+    await make_pool(client)
+    await call(client, "POST", "/api/work-pools/p1/queues", 201, json={"name": "side"})
+    await make_deployment(client, queue_name="side")
+    run = await make_run(client)
+    run = await call(client, "POST", f"/api/runs/{run['id']}/cancel", 200)
+    await call(client, "DELETE", "/api/deployments/f1/d1", 204)
+    await call(client, "DELETE", "/api/work-pools/p1/queues/side", 204)
+    await call(client, "DELETE", "/api/work-pools/p1", 204)  # no deployments left
+    shown = await call(client, "GET", f"/api/runs/{run['id']}", 200)
+    assert (shown["deployment_name"], shown["pool_name"], shown["queue_name"]) == (
+        "f1/d1", "p1", "side")
+    assert shown["history"] == run["history"]
 
 
 async def test_queue_lifecycle(client: Client, engine: RecordingEngine) -> None:
@@ -454,7 +573,8 @@ async def test_deployment_bad_inputs(client: Client) -> None:
         await rejected(client, "PUT", put, 422, field="concurrency_limit",
                        json=deployment_body(concurrency_limit=limit))
     await rejected(client, "PUT", put, 422, field="command", json=deployment_body(command=[]))
-    await rejected(client, "PUT", put, 400, data=b"not json")
+    await rejected(client, "PUT", put, 400, data=b"not json",
+                   headers={"Content-Type": "application/json"})
     await make_deployment(client)
     await rejected(client, "PATCH", "/api/deployments/f1/d1", 422, field="concurrency_limit",
                    json={"concurrency_limit": 0})
@@ -507,7 +627,8 @@ async def test_create_run_bad_inputs(client: Client) -> None:
     await rejected(client, "POST", runs, 422, field="scheduled_time",
                    json={"scheduled_time": "tomorrow"})
     await rejected(client, "POST", runs, 422, field="parameters", json={"parameters": [1]})
-    await rejected(client, "POST", runs, 400, data=b"{")
+    await rejected(client, "POST", runs, 400, data=b"{",
+                   headers={"Content-Type": "application/json"})
     await rejected(client, "POST", "/api/deployments/f1/nope/runs", 404, json={})
 
 
@@ -525,7 +646,8 @@ async def test_webhook_starts_a_run_now(client: Client, engine: RecordingEngine)
     assert other["parameters"] == {} and other["id"] != run["id"]
     await rejected(client, "POST", "/api/webhooks/deployments/f1/d1", 422, field="parameters",
                    json={"parameters": "not an object"})
-    await rejected(client, "POST", "/api/webhooks/deployments/f1/d1", 400, data=b"<xml/>")
+    await rejected(client, "POST", "/api/webhooks/deployments/f1/d1", 400, data=b"<xml/>",
+                   headers={"Content-Type": "application/json"})
     await rejected(client, "POST", "/api/webhooks/deployments/f1/nope", 404, json={})
 
 

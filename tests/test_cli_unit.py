@@ -650,13 +650,29 @@ def test_provisioning_an_unknown_pool_type_fails_before_any_request(stub: StubAp
 
 
 def test_work_pool_delete_asks_unless_yes(stub: StubApi) -> None:
+    stub.answer("GET", "/api/deployments", (200, []))
     stub.answer("DELETE", "/api/work-pools/p1", (204, None))
     refused = invoke(stub, "work-pool", "delete", "p1", input="n\n")
     assert refused.exit_code == 1
-    assert stub.requests == []
+    assert [(r.method, r.path) for r in stub.requests] == [("GET", "/api/deployments")]
     result = invoke(stub, "work-pool", "delete", "p1", "--yes")
     assert result.exit_code == 0, result.output
-    assert [(r.method, r.path) for r in stub.requests] == [("DELETE", "/api/work-pools/p1")]
+    (delete,) = stub.sent("DELETE", "/api/work-pools/p1")
+    # The server deletes only if the pool still has the deployments the user was shown.
+    assert delete.query == {"deployments": ["0"], "cascade": ["false"]}
+
+
+def test_work_pool_delete_of_a_pool_with_deployments_asks_nothing_without_cascade(
+        stub: StubApi) -> None:
+    stub.answer("GET", "/api/deployments", (200, [{"flow_name": "f", "name": "d"}]))
+    stub.answer("DELETE", "/api/work-pools/p1", (409, {
+        "error": "conflict", "details": [],
+        "message": "work pool 'p1' has 1 deployment(s) (f/d); ... --cascade"}))
+    result = invoke(stub, "work-pool", "delete", "p1", input="y\n")
+    assert result.exit_code == 2 and "1 deployment(s) (f/d)" in result.stderr
+    assert "Delete work pool" not in result.output  # refused before any question
+    (delete,) = stub.sent("DELETE", "/api/work-pools/p1")
+    assert delete.query == {"deployments": ["1"], "cascade": ["false"]}
 
 
 def test_work_queue_commands_send_the_right_changes(stub: StubApi) -> None:

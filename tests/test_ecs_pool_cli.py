@@ -73,7 +73,8 @@ def test_provision_run_and_deprovision(server: ServerProcess, ecs_aws: Aws) -> N
     assert run["infra_id"].startswith(f"{REGION}::") and "console.aws.amazon.com" in (
         run["console_url"] or "")
 
-    out = cli(server, "work-pool", "delete", "fargate", "--deprovision-infra", "--yes")
+    out = cli(server, "work-pool", "delete", "fargate", "--cascade", "--deprovision-infra",
+              "--yes")
     assert "Removed" in out and "Deleted work pool 'fargate'" in out
     remaining = ecs.describe_clusters(clusters=[cluster])["clusters"]
     assert not remaining or remaining[0]["status"] == "INACTIVE"

@@ -11,15 +11,21 @@
 - Secrets: a real server process with its API token, a run whose env and repository
   credential hold marker values, the CLI against it; no log line, API answer, CLI output,
   error message or process argv holds a marker, while the job gets the real values.
+- Start-up failures (port in use, read-only or locked store, bad URL or setting): one
+  ``Error:`` line, a non-zero exit, no traceback, no secret (nor a generated key) printed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
+import re
 import select
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -48,6 +54,7 @@ from dispatcher.crypto import is_sealed
 from dispatcher.sealing import open_json
 from dispatcher.settings import Settings
 from dispatcher.store.db import Database
+from tests.conftest import PG_ADMIN_URL
 from tests.fakes.http_repo_server import serve_repos
 from tests.fakes.pushpool_server import ServerProcess
 
@@ -613,3 +620,114 @@ def test_secrets_never_reach_logs_errors_cli_output_or_argv(tmp_path: Path) -> N
     assert "pushpool" in log or log == ""  # the log is the server's own
     assert marks.found_in(log) == [], [line for line in log.splitlines()
                                        if marks.found_in(line)]
+
+
+# ---------------------------------------------------------------------------- start-up failures
+
+HEX_KEY = re.compile(r"[0-9a-f]{32,}")  # a generated key (run-token key: 64 hex digits)
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) \S+: ")
+
+
+def _made_store(home: Path) -> Path:
+    """A store that has been through a first start (migrated, run-token key stored)."""
+    async def make() -> None:
+        db = await Database.connect(f"sqlite+aiosqlite:///{home}/pushpool.db")
+        await store.run_token_key(db)
+        await db.close()
+
+    home.mkdir(parents=True)
+    asyncio.run(make())
+    return home / "pushpool.db"
+
+
+@contextlib.contextmanager
+def _port_in_use() -> Iterator[int]:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # what another process writing to it holds
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+START_FAILURES = {
+    # scenario: (what the one line must say, exit code)
+    "port in use": ("the port is already in use", 1),
+    "read-only store": ("is read-only", 1),
+    "locked store": ("is locked by another process", 1),
+    "unusable home": ("cannot make the store", 1),
+    "unknown database kind": ("which pushpool cannot use", 2),
+    "not a URL": ("is not a database URL", 2),
+    "missing PostgreSQL database": ("does not exist", 1),
+    "bad setting": ("PUSHPOOL_PORT: Input should be a valid integer", 2),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", list(START_FAILURES))
+def test_start_up_failures_say_one_line_and_never_a_secret(scenario: str,
+                                                           tmp_path: Path) -> None:
+    """`pushpool server start` that cannot start: one `Error:` line saying what to do, a
+    non-zero exit, no traceback, and no secret anywhere in what it printed (at DEBUG)."""
+    marks = Markers.new()
+    home = tmp_path / "home"
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("PUSHPOOL_")}
+    env.update({"PUSHPOOL_HOME": str(home), "PUSHPOOL_LOG_LEVEL": "DEBUG",
+                "PUSHPOOL_API_TOKEN": marks.api_token, "PUSHPOOL_EVENTS_SECRET": marks.api_key})
+    port = ServerProcess(home).port
+    held: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if scenario == "port in use":
+        held = _port_in_use()
+    elif scenario == "read-only store":
+        # What a read-only file or file system gives (root writes through file modes).
+        path = _made_store(home)
+        with sqlite3.connect(path) as conn:  # a store that has no run-token key yet
+            conn.execute("DELETE FROM server_secrets")
+        env["PUSHPOOL_DATABASE_URL"] = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
+    elif scenario == "locked store":
+        held = _locked(_made_store(home))
+    elif scenario == "unusable home":
+        tmp_path.joinpath("a-file").write_text("")
+        env["PUSHPOOL_HOME"] = str(tmp_path / "a-file" / "home")
+    elif scenario == "unknown database kind":
+        env["PUSHPOOL_DATABASE_URL"] = f"mysql://root:{marks.db_password}@127.0.0.1/x"
+    elif scenario == "not a URL":
+        env["PUSHPOOL_DATABASE_URL"] = f"{marks.db_password}@nowhere"
+    elif scenario == "missing PostgreSQL database":
+        env["PUSHPOOL_DATABASE_URL"] = PG_ADMIN_URL.replace(
+            "postgres@", f"postgres:{marks.db_password}@").rsplit("/", 1)[0] + "/no_such_db"
+    elif scenario == "bad setting":
+        env["PUSHPOOL_PORT"] = marks.run_token
+    with held as taken_port:
+        done = subprocess.run(
+            [sys.executable, "-m", "dispatcher.cli", "server", "start", "--port",
+             str(taken_port or port)], env=env, capture_output=True, text=True, timeout=90,
+            stdin=subprocess.DEVNULL, check=False)
+    said, code = START_FAILURES[scenario]
+    output = done.stdout + done.stderr
+    assert done.returncode == code, output
+    errors = [line for line in output.splitlines() if line and not LOG_LINE.match(line)]
+    assert len(errors) == 1 and errors[0].startswith("Error: "), output
+    assert said in errors[0], output
+    assert "Traceback" not in output and " ERROR " not in output, output
+    assert marks.found_in(output) == [] and HEX_KEY.search(output) is None, output
+
+
+@pytest.mark.slow
+def test_a_first_start_logs_the_migrations_but_not_alembics_set_up(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "home", env={"PUSHPOOL_LOG_LEVEL": "INFO"})
+    server.start()
+    server.stop()
+    log = server.log_path.read_text()
+    assert "Running upgrade 0007 -> 0008" in log
+    assert "alembic.runtime.plugins" not in log and "Context impl" not in log, log

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from dispatcher.api.auth import auth_middleware
+from dispatcher.api.browser_guard import browser_guard_middleware
 from dispatcher.api.context import (
     DB_KEY,
     ENGINE_KEY,
@@ -34,7 +35,7 @@ def create_app(db: Database, engine: EngineHandle | None, settings: Settings) ->
     from dispatcher.console.routes import CONSOLE_PATHS, add_console
 
     quiet_protocol_errors()
-    middlewares: list[Middleware] = [error_middleware]
+    middlewares: list[Middleware] = [error_middleware, browser_guard_middleware()]
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:  # an empty PUSHPOOL_API_TOKEN means no token, as when it is unset
         # The console's pages check its session themselves (a sign-in page, not a 401).

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from dispatcher.api.context import MAX_BODY_BYTES
-from dispatcher.errors import PushpoolError, validation_messages
+from dispatcher.errors import Forbidden, PushpoolError, validation_messages
 from dispatcher.store.reachability import store_unreachable
 from providers.registry import ProviderUnavailable
 
@@ -31,6 +31,15 @@ STORE_RETRY_AFTER_SECONDS = 2
 class MalformedJson(PushpoolError):
     status = 400
     code = "invalid_json"
+
+
+class UnsupportedMediaType(PushpoolError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class CrossOrigin(Forbidden):
+    code = "cross_origin"
 
 
 class BodyInvalid(PushpoolError):
@@ -81,9 +90,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return web.json_response(exc.to_json(), status=exc.status, headers=headers)
     except ProviderUnavailable as exc:
-        # The server lacks a provider's SDK: nothing the caller sent is wrong, and our
-        # message says which extra to install (it holds no secrets).
-        return error_response(501, "provider_unavailable", str(exc))
+        # The server lacks a provider's SDK (the rules layer names the field when it can):
+        # the message says which extra to install, and holds no secrets.
+        return error_response(422, "provider_unavailable", str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -123,5 +132,6 @@ def quiet_protocol_errors() -> None:
         logger.addFilter(QuietProtocolErrors())
 
 
-__all__ = ["INTERNAL_MESSAGE", "STORE_UNAVAILABLE_MESSAGE", "BodyInvalid", "MalformedJson",
-           "error_middleware", "error_response", "quiet_protocol_errors"]
+__all__ = ["INTERNAL_MESSAGE", "STORE_UNAVAILABLE_MESSAGE", "BodyInvalid", "CrossOrigin",
+           "MalformedJson", "UnsupportedMediaType", "error_middleware", "error_response",
+           "quiet_protocol_errors"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from dispatcher import __version__
+from dispatcher.api.browser_guard import MUTATING, OWN_AUTH_PREFIXES
 from dispatcher.api.routing import QueryParam, Route
 from dispatcher.api.schemas import Error
 from dispatcher.models import RunState
@@ -31,15 +32,16 @@ PATH_PARAM = re.compile(r"\{(\w+)\}")
 ERROR_DESCRIPTIONS = {
     400: "The body is not valid JSON",
     401: "The API token (or a webhook delivery's signature) is missing, wrong or stale",
-    403: "The run token belongs to another run",
+    403: "Refused: a browser request from another site, a console request without its "
+         "CSRF token, or a run token of another run",
     404: "No such object (or no such route)",
     409: "Conflicts with what is stored (duplicate name, object in use, run already final, "
          "a webhook delivery already taken)",
     413: "The body is larger than 1 MiB",
     415: "The body's Content-Type is not one this route takes; the message says which",
-    422: "A field, query parameter or header is invalid or over its limit; details name it",
+    422: "A field, query parameter or header is invalid or over its limit, or the pool "
+         "type's SDK is not installed on this server; the message names the field or extra",
     500: "The server's own fault; the log has the details",
-    501: "The pool type's SDK is not installed on this server; the message names the extra",
     503: "The database does not answer; retry after the Retry-After header's seconds",
 }
 
@@ -95,6 +97,8 @@ def _error_statuses(route: Route) -> list[int]:
         statuses.add(401)
     if PATH_PARAM.search(route.path):
         statuses.add(404)
+    if route.method in MUTATING and not route.path.startswith(OWN_AUTH_PREFIXES):
+        statuses |= {403, 415}  # dispatcher/api/browser_guard.py
     if route.body is not None or route.request_schema is not None:
         statuses |= {400, 413, 422}
     if route.query or route.idempotency_key:

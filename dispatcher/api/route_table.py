@@ -54,6 +54,12 @@ DEPLOYMENT_FILTER = QueryParam("deployment", "str",
 FLOW_FILTER = QueryParam("flow", "str", "Only this flow's deployments")
 LOGS_AFTER = QueryParam("after", "int", "Only entries with a larger id (the last id you read)",
                         default=0, minimum=0, maximum=MAX_LOG_ID)
+CASCADE = QueryParam("cascade", "bool",
+                     "Also delete the pool's deployments with their schedules and scheduled "
+                     "runs (finished runs stay)", default=False)
+DEPLOYMENTS_CONFIRMED = QueryParam(
+    "deployments", "int", "With cascade: how many deployments the caller was shown; refused "
+    "(409) if the pool has another number by then", minimum=0, maximum=MAX_OFFSET)
 LOGS_LIMIT = QueryParam("limit", "int", "At most this many entries", default=1000, minimum=1,
                         maximum=1000)
 LOGS_TAIL = QueryParam("tail", "bool", "The last `limit` entries instead of the first "
@@ -62,9 +68,6 @@ LOGS_TAIL = QueryParam("tail", "bool", "The last `limit` entries instead of the 
 OBJECT = {"type": "object", "additionalProperties": True}
 RUN_REF = {"id": {"type": "string", "pattern": RUN_REF_PATTERN,
                   "description": "The run's id or its first characters (4 or more)"}}
-# Routes that validate job variables with the pool type's adapter: 501 when its SDK is
-# not installed on this server.
-NEEDS_PROVIDER = 501
 
 POOLS = "/api/work-pools"
 POOL = "/api/work-pools/{pool}"
@@ -89,8 +92,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", POOL, pools.get_pool, "Read a work pool", response=WorkPool),
     Route("PATCH", POOL, pools.update_pool, "Change a work pool", body=WorkPoolUpdate,
           response=WorkPool),
-    Route("DELETE", POOL, pools.delete_pool, "Delete a work pool with no active runs",
-          status=204, errors=(409,)),
+    Route("DELETE", POOL, pools.delete_pool,
+          "Delete a work pool and its queues: refused while it has active runs, or "
+          "deployments unless cascade=true; its finished runs stay",
+          status=204, errors=(409,), query=(CASCADE, DEPLOYMENTS_CONFIRMED)),
     Route("POST", POOL + "/pause", pools.pause_pool, "Stop dispatching the pool's runs",
           response=WorkPool),
     Route("POST", POOL + "/resume", pools.resume_pool, "Dispatch the pool's runs again",
@@ -115,7 +120,7 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/deployments", deployments.apply_deployment,
           "Create or update a deployment (keyed by flow_name and name)", body=DeploymentApply,
           response=DeploymentApplied, status=201, other_statuses={200: "Updated"},
-          errors=(409, NEEDS_PROVIDER)),
+          errors=(409,)),
     Route("GET", "/api/deployments/id/{id}", deployments.get_deployment_by_id,
           "Read a deployment by its id", response=Deployment),
     Route("GET", DEPLOYMENT, deployments.get_deployment, "Read a deployment",
@@ -127,11 +132,10 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", DEPLOYMENT + "/runs", deployments.create_run, "Start a run of a deployment",
           body=RunCreate, response=Run, status=201,
           other_statuses={200: "The Idempotency-Key was seen before: the same run"},
-          idempotency_key=True, errors=(NEEDS_PROVIDER,)),
+          idempotency_key=True),
     Route("POST", "/api/webhooks/deployments/{flow}/{name}", deployments.webhook,
           "Start a run now from any JSON object; its 'parameters' become the run's",
-          body=WebhookPayload, response=Run, status=202, idempotency_key=True,
-          errors=(NEEDS_PROVIDER,)),
+          body=WebhookPayload, response=Run, status=202, idempotency_key=True),
     # webhooks as objects, and their signed deliveries (the webhook's secret, not the token)
     Route("GET", "/api/webhooks", webhooks.list_webhooks, "List webhooks", response=Webhook,
           many=True),

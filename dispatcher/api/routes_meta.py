@@ -11,7 +11,7 @@ from dispatcher.api import openapi
 from dispatcher.api.context import ROUTES_KEY, db_of
 from dispatcher.api.routing import Call, json_model, json_models
 from dispatcher.api.schemas import Health, PoolType
-from providers.registry import available_types
+from providers.registry import available_types, missing_sdk_module
 
 log = logging.getLogger("pushpool.api")
 
@@ -31,7 +31,8 @@ async def openapi_json(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def list_pool_types(request: web.Request, call: Call) -> web.StreamResponse:
-    return json_models([PoolType(type=name, description=entry.description, extra=entry.extra)
+    return json_models([PoolType(type=name, description=entry.description, extra=entry.extra,
+                                 installed=missing_sdk_module(entry) is None)
                         for name, entry in available_types().items()])
 
 

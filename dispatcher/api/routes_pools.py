@@ -42,7 +42,9 @@ async def update_pool(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def delete_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    await store.delete_pool(db_of(request), request.match_info["pool"])
+    await store.delete_pool(db_of(request), request.match_info["pool"],
+                            cascade=call.query["cascade"],
+                            deployments_confirmed=call.query["deployments"])
     return no_content()
 
 

@@ -34,6 +34,8 @@ class PoolType(BaseModel):
     description: str
     extra: str | None = Field(default=None,
                               description="The pip extra that brings its SDK: pushpool[extra]")
+    installed: bool = Field(description="Whether its SDK is installed on this server; pools "
+                                        "of a type that is not cannot be created")
 
 
 class DeploymentApplied(BaseModel):

@@ -260,22 +260,51 @@ def pool_resume(name: PoolName) -> None:
 @pool_app.command("delete")
 def pool_delete(
     name: PoolName,
+    cascade: Annotated[bool, typer.Option(
+        "--cascade", help="Also delete the pool's deployments with their schedules and "
+                          "scheduled runs (listed before it asks). Finished runs are kept.")]
+    = False,
     deprovision_infra: Annotated[bool, typer.Option(
         "--deprovision-infra", help="Also remove the cloud resources --provision-infra made "
                                     "(only those).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
     = False,
 ) -> None:
-    """Delete a work pool with its queues."""
-    if not yes and not typer.confirm(f"Are you sure you want to delete work pool {name!r}?"):
-        raise CliError(f"work pool {name!r} was not deleted", exit_code=1)
+    """Delete a work pool with its queues; its finished runs are kept. A pool with
+    deployments is refused unless --cascade."""
+    path = _pool_path(name)
     with client_from_env() as client:
+        held = client.get("/deployments", params={"pool": name})
+        # The server deletes only if the pool still has the deployments shown here.
+        confirmed = {"deployments": len(held), "cascade": str(cascade).lower()}
+        if held and not cascade:
+            client.request("DELETE", path, params=confirmed)  # refused: the server says why
+        question = f"Delete work pool {name!r} and its queues?"
+        if held:
+            _show_cascade(client, name, held)
+            question = f"Delete work pool {name!r}, its queues and these deployments?"
+        if not yes and not typer.confirm(question):
+            raise CliError(f"work pool {name!r} was not deleted", exit_code=1)
         if deprovision_infra:
             from dispatcher.cli import provision as cli_provision
 
-            cli_provision.deprovision(name, client.get(_pool_path(name)), yes)
-        client.delete(_pool_path(name))
-    say(f"Deleted work pool {name!r}", "green")
+            cli_provision.deprovision(name, client.get(path), yes)
+        client.request("DELETE", path, params=confirmed)
+    say(f"Deleted work pool {name!r}" + (f" and {len(held)} deployment(s)" if held else ""),
+        "green")
+
+
+def _show_cascade(client: Any, name: str, held: list[dict[str, Any]]) -> None:
+    """What --cascade removes besides the pool: each deployment, schedules, scheduled runs."""
+    scheduled = client.get("/runs", params={"pool": name, "state": "SCHEDULED",
+                                            "limit": 1000})
+    runs = f"{len(scheduled)}{'+' if len(scheduled) == 1000 else ''}"
+    schedules = sum(len(d.get("schedules") or []) for d in held)
+    say(f"--cascade also deletes {len(held)} deployment(s), their {schedules} schedule(s) "
+        f"and {runs} scheduled run(s):", "yellow")
+    for deployment in held:
+        say(f"  {deployment['flow_name']}/{deployment['name']}")
+    say("Finished runs are kept.")
 
 
 @pool_app.command("get-default-base-job-template")

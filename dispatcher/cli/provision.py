@@ -28,7 +28,7 @@ def provider_for(pool_type: str) -> Any:
     except registry.UnknownPoolType as exc:
         raise CliError(str(exc)) from None
     except registry.ProviderUnavailable as exc:
-        raise CliError(str(exc), exit_code=1) from None
+        raise CliError(str(exc)) from None
 
 
 def options_for(pool_type: str, pairs: list[str],

@@ -26,7 +26,11 @@ def check_job_variables(pool_type: str, template: dict[str, Any],
     except templates.TemplateError as exc:
         raise InvalidInput(exc.field, exc.message, exc.fix) from exc
     try:
-        registry.get_provider(pool_type).validate_config(rendered)
+        provider = registry.get_provider(pool_type)
+    except registry.ProviderUnavailable as exc:
+        raise InvalidInput("pool_name", str(exc)) from exc
+    try:
+        provider.validate_config(rendered)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(field, str(exc), "change the job variables or the pool's template"
                            ) from exc

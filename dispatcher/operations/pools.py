@@ -1,5 +1,6 @@
-"""Work-pool rules: a pool's type must be one the registry knows, a pool without a
-template starts with its adapter's default, and the template's secrets are stored sealed."""
+"""Work-pool rules: a pool's type must be one the registry knows whose SDK is installed,
+a pool without a template starts with its adapter's default, and the template's secrets
+are stored sealed."""
 
 from __future__ import annotations
 
@@ -10,24 +11,26 @@ from dispatcher.errors import InvalidInput
 from dispatcher.models import WorkPool, WorkPoolCreate, WorkPoolUpdate
 from dispatcher.store import Database
 from providers import registry
+from providers.base import Provider
 
 
-def check_pool_type(pool_type: str) -> None:
+def check_pool_type(pool_type: str) -> Provider:
+    """The adapter of a pool type; a 422 naming ``type`` if the type is unknown or its SDK
+    is not installed here."""
     if not registry.is_known(pool_type):
         choices = ", ".join(sorted(registry.available_types()))
         raise InvalidInput("type", f"unknown pool type {pool_type!r}",
                            f"choose one of: {choices}")
+    try:
+        return registry.get_provider(pool_type)
+    except registry.ProviderUnavailable as exc:
+        raise InvalidInput("type", str(exc)) from exc
 
 
 def default_base_job_template(pool_type: str) -> dict[str, Any]:
     """The template a new pool of this type starts with (422 naming ``type`` if unknown
     or if its SDK is not installed)."""
-    check_pool_type(pool_type)
-    try:
-        provider = registry.get_provider(pool_type)
-    except registry.ProviderUnavailable as exc:
-        raise InvalidInput("type", str(exc)) from exc
-    return provider.default_base_job_template()
+    return check_pool_type(pool_type).default_base_job_template()
 
 
 async def create_pool(db: Database, data: WorkPoolCreate) -> WorkPool:

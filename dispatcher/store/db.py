@@ -14,6 +14,9 @@ Store functions are plain synchronous transactions over a SQLAlchemy ``Connectio
 decide what is secret, see ``dispatcher/sealing.py``). The SQLite file is made with mode
 0600 and deletes overwrite what they free (``secure_delete``), so a value sealed in place
 leaves no clear copy in the file.
+
+Both engines hide statement parameters from their errors and logs: they hold secrets (env
+values, the run-token signing key), and an error's text ends up in tracebacks.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +50,7 @@ CLAIM_LOCK_ID = 0x7075736871
 def _sqlite_engine(url: str) -> Engine:
     sync_url = make_url(url).set(drivername="sqlite")
     engine = create_engine(sync_url, connect_args={"timeout": 30, "check_same_thread": False},
-                           pool_size=8, max_overflow=0)
+                           pool_size=8, max_overflow=0, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -78,7 +82,8 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     # so more connections would not run more at once. No pre-ping (a round trip per
     # transaction): a connection that died with the server fails its transaction, which
     # invalidates the whole pool, and the callers' retries find fresh connections.
-    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False)
+    engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False,
+                                 hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -222,7 +227,11 @@ def _migrate(conn: Connection, secrets: Callable[[], SecretBox]) -> None:
 
 def _checkpoint(engine: Engine) -> None:
     """Empty the write-ahead log into the file: pages a migration rewrote (secrets sealed
-    in place) keep no older, clear copy in the log. Outside any transaction."""
+    in place) keep no older, clear copy in the log. Outside any transaction. A store opened
+    read-only cannot be checkpointed and had nothing migrated: its first write says why."""
     with engine.connect() as conn:
-        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+                "PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as exc:
+            log.debug("the write-ahead log was not checkpointed: %s", exc)

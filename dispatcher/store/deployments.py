@@ -202,12 +202,20 @@ def refuse_if_webhooks(conn: Connection, deployment_ids: Any, what: str) -> None
                        "first with `pushpool webhook delete NAME`")
 
 
+def remove_deployment(conn: Connection, row: Row[Any]) -> None:
+    """Delete a deployment with its schedules and the runs it has scheduled; its other
+    runs stay and keep its name (``runs.former_deployment_name``)."""
+    conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
+                                    runs.c.state == RunState.SCHEDULED.value))
+    conn.execute(update(runs).where(runs.c.deployment_id == row.id).values(
+        former_deployment_name=f"{row.flow_name}/{row.name}"))
+    conn.execute(delete(deployments).where(deployments.c.id == row.id))
+
+
 async def delete_deployment(db: Database, ref: str) -> None:
     def remove(conn: Connection) -> None:
         row = deployment_row(conn, ref)
         refuse_if_webhooks(conn, [row.id], f"deployment {ref!r}")
-        conn.execute(delete(runs).where(runs.c.deployment_id == row.id,
-                                        runs.c.state == RunState.SCHEDULED.value))
-        conn.execute(delete(deployments).where(deployments.c.id == row.id))
+        remove_deployment(conn, row)
 
     await db.run(remove, write=True)

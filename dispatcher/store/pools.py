@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import (
     ACTIVE_STATES,
+    RunState,
     WorkPool,
     WorkPoolCreate,
     WorkPoolUpdate,
@@ -19,6 +20,7 @@ from dispatcher.models import (
     WorkQueueCreate,
     WorkQueueUpdate,
 )
+from dispatcher.store import deployments as deployments_store
 from dispatcher.store.common import new_id, pairs, utcnow
 from dispatcher.store.db import Database
 from dispatcher.store.deployments import refuse_if_webhooks
@@ -134,7 +136,12 @@ async def set_pool_paused(db: Database, name: str, paused: bool, reason: str | N
         write=True)
 
 
-async def delete_pool(db: Database, name: str) -> None:
+async def delete_pool(db: Database, name: str, *, cascade: bool = False,
+                      deployments_confirmed: int | None = None) -> None:
+    """Delete a pool with its queues. One with active runs is refused; so is one with
+    deployments unless ``cascade``, which deletes them too, with their schedules and
+    scheduled runs, and refuses if the pool no longer has the ``deployments_confirmed``
+    the caller was shown. Finished runs stay, naming the pool and queue they ran in."""
     def remove(conn: Connection) -> None:
         row = _pool_row(conn, name)
         active = conn.execute(select(func.count()).select_from(runs).where(
@@ -142,11 +149,37 @@ async def delete_pool(db: Database, name: str) -> None:
         if active:
             raise Conflict(f"work pool {name!r} has {active} active run(s); cancel them first "
                            f"(`pushpool run ls --pool {name}`)")
-        refuse_if_webhooks(conn, select(deployments.c.id).where(
-            deployments.c.pool_id == row.id), f"a deployment of work pool {name!r}")
+        held: list[Row[Any]] = list(conn.execute(
+            select(deployments.c.id, deployments.c.flow_name, deployments.c.name)
+            .where(deployments.c.pool_id == row.id)
+            .order_by(deployments.c.flow_name, deployments.c.name)))
+        if held and not cascade:
+            raise Conflict(_holds_deployments(name, held))
+        refuse_if_webhooks(conn, [d.id for d in held], f"a deployment of work pool {name!r}")
+        if deployments_confirmed is not None and len(held) != deployments_confirmed:
+            raise Conflict(f"work pool {name!r} has {len(held)} deployment(s) now, not the "
+                           f"{deployments_confirmed} confirmed; nothing was deleted: run "
+                           "the command again to see what it would remove")
+        for deployment in held:
+            deployments_store.remove_deployment(conn, deployment)
+        conn.execute(delete(runs).where(runs.c.pool_id == row.id,
+                                        runs.c.state == RunState.SCHEDULED.value))
+        queue_name = select(work_queues.c.name).where(
+            work_queues.c.id == runs.c.queue_id).scalar_subquery()
+        conn.execute(update(runs).where(runs.c.pool_id == row.id).values(
+            former_pool_name=name,
+            former_queue_name=func.coalesce(queue_name, runs.c.former_queue_name)))
         conn.execute(delete(work_pools).where(work_pools.c.id == row.id))
 
     await db.run(remove, write=True)
+
+
+def _holds_deployments(name: str, held: list[Row[Any]]) -> str:
+    shown = ", ".join(f"{d.flow_name}/{d.name}" for d in held[:3])
+    more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+    return (f"work pool {name!r} has {len(held)} deployment(s) ({shown}{more}); delete them "
+            f"or deploy them to another pool first (`pushpool deployment ls --pool {name}`), "
+            f"or delete them with the pool: `pushpool work-pool delete {name} --cascade`")
 
 
 # ----------------------------------------------------------------------------- queues
@@ -250,6 +283,9 @@ async def delete_queue(db: Database, pool_name: str, name: str) -> None:
             runs.c.queue_id == row.id, runs.c.state.in_(ACTIVE))).scalar_one()
         if active:
             raise Conflict(f"queue {name!r} has {active} active run(s); cancel them first")
+        # Its finished runs stay, naming the queue they ran in.
+        conn.execute(update(runs).where(runs.c.queue_id == row.id).values(
+            former_queue_name=name))
         conn.execute(delete(work_queues).where(work_queues.c.id == row.id))
 
     await db.run(remove, write=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -42,15 +42,22 @@ from dispatcher.store.tables import (
 )
 
 MAX_PAGE = 1000
+DEFAULT_LATE_AFTER_SECONDS = 15.0  # work_pools.late_after_seconds' default
 
 
 def _select() -> Any:
-    return (select(runs, work_pools.c.name.label("pool_name"),
-                   work_queues.c.name.label("queue_name"),
-                   work_pools.c.late_after_seconds,
-                   (deployments.c.flow_name + "/" + deployments.c.name).label("deployment_name"))
-            .join(work_pools, work_pools.c.id == runs.c.pool_id)
-            .join(work_queues, work_queues.c.id == runs.c.queue_id)
+    # A final run may have outlived its pool, queue or deployment: then the names it ran
+    # under come from its former_* columns (store/pools.py, store/deployments.py).
+    return (select(runs, func.coalesce(work_pools.c.name, runs.c.former_pool_name)
+                   .label("pool_name"),
+                   func.coalesce(work_queues.c.name, runs.c.former_queue_name)
+                   .label("queue_name"),
+                   func.coalesce(work_pools.c.late_after_seconds, DEFAULT_LATE_AFTER_SECONDS)
+                   .label("late_after_seconds"),
+                   func.coalesce(deployments.c.flow_name + "/" + deployments.c.name,
+                                 runs.c.former_deployment_name).label("deployment_name"))
+            .outerjoin(work_pools, work_pools.c.id == runs.c.pool_id)
+            .outerjoin(work_queues, work_queues.c.id == runs.c.queue_id)
             .outerjoin(deployments, deployments.c.id == runs.c.deployment_id))
 
 

@@ -167,9 +167,14 @@ runs = Table(
     "runs", metadata,
     Column("id", Id, primary_key=True),
     Column("name", String(200), nullable=False),
+    # A final run outlives its deployment, pool and queue (migration 0008): their ids become
+    # NULL and the names it ran under are kept in the former_* columns.
     Column("deployment_id", Id, ForeignKey("deployments.id", ondelete="SET NULL")),
-    Column("pool_id", Id, ForeignKey("work_pools.id", ondelete="CASCADE"), nullable=False),
-    Column("queue_id", Id, ForeignKey("work_queues.id", ondelete="CASCADE"), nullable=False),
+    Column("pool_id", Id, ForeignKey("work_pools.id", ondelete="SET NULL")),
+    Column("queue_id", Id, ForeignKey("work_queues.id", ondelete="SET NULL")),
+    Column("former_pool_name", String(201)),
+    Column("former_queue_name", String(201)),
+    Column("former_deployment_name", String(201)),
     Column("state", String(20), nullable=False),
     Column("state_message", Text),
     Column("scheduled_time", UTCDateTime, nullable=False),

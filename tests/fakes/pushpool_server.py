@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.fakes import missing_sdks
+
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
 
@@ -35,6 +37,8 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)  # extra PUSHPOOL_* settings
     proc: subprocess.Popen[bytes] | None = None
+    # pip extras whose SDKs the server must not find (tests/fakes/missing_sdks.py)
+    without_extras: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -60,6 +64,8 @@ class ServerProcess:
                     "PUSHPOOL_CANCEL_GRACE_SECONDS": "2", "PUSHPOOL_LOG_LEVEL": "WARNING"})
         env.update(self.env)
         code = f"from dispatcher.server import run_server; run_server('127.0.0.1', {self.port})"
+        if self.without_extras:
+            code = missing_sdks.python_code(self.without_extras, code)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
