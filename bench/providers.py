@@ -3,7 +3,8 @@ RUNNING latency, driven the way the dispatcher drives an adapter (a bounded numb
 concurrent ``submit`` calls, a watcher polling ``status_many``).
 
 Each adapter adds itself with one entry in ``TARGETS``: an async context manager that
-starts its emulator and yields a ``Target`` (the provider, a JobSpec factory, a clean-up).
+starts its emulator and yields a ``Target`` (the provider, a JobSpec factory, a clean-up);
+the cloud adapters with a fake in tests/fakes come from ``bench/cloud_fakes.py``.
 Figures are the emulator's, not the cloud's: moto answers RunTask in milliseconds and
 reports RUNNING at once; the process provider really starts a supervisor and a child
 process per run. Usage:
@@ -24,11 +25,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.cloud_fakes import CLOUDS, job_spec
 from bench.harness import percentiles, print_summary, print_table, summary_row, write_json
 from providers.base import InfraPhase, InfraRef, JobSpec, Provider, RetryableProviderError
 
@@ -114,31 +117,32 @@ async def ecs_target() -> AsyncIterator[Target]:
         os.environ.pop("AWS_ENDPOINT_URL", None)
 
 
-def aci_target() -> AbstractAsyncContextManager[Target]:
-    from bench.aci_case import aci_target as made  # imported late: it imports this module
+@asynccontextmanager
+async def fake_cloud_target(pool_type: str) -> AsyncIterator[Target]:
+    """A cloud adapter (Cloud Run, ACI, Modal) against its fake, started in this process,
+    with the adapter's own rate limits raised (``bench/cloud_fakes.py``): this measures the
+    adapter, not the cloud's quota. Executions, groups and sandboxes run at once: the
+    figures are the adapter's and the fake's, not the time a cloud takes to start a job."""
+    cloud = CLOUDS[pool_type]
+    print(f"    {cloud.describe_limits()}", flush=True)
+    fake = cloud.start()
+    provider = cloud.make_provider(cloud.limits)
 
-    return made()
+    async def clean_up(refs: list[InfraRef]) -> None:
+        cloud.start()  # a reset fake
 
-
-def cloud_run_target() -> AbstractAsyncContextManager[Target]:
-    from bench.cloud_run_case import cloud_run_target as made  # late: it imports this module
-
-    return made()
-
-
-def modal_target() -> AbstractAsyncContextManager[Target]:
-    from bench.modal_case import modal_target as made  # imported late: it imports this module
-
-    return made()
+    try:
+        yield Target(provider, lambda run_id: job_spec(cloud, fake, run_id), clean_up,
+                     runs=300, concurrency=32, emulator=cloud.emulator)
+    finally:
+        await provider.close()
 
 
 # One entry per adapter: pool type -> its emulator set-up.
 TARGETS: dict[str, Callable[[], AbstractAsyncContextManager[Target]]] = {
     "process": process_target,
     "ecs:push": ecs_target,
-    "azure-container-instance:push": aci_target,
-    "cloud-run:push": cloud_run_target,
-    "modal:push": modal_target,
+    **{pool_type: partial(fake_cloud_target, pool_type) for pool_type in CLOUDS},
 }
 
 

@@ -57,6 +57,12 @@ class InfraPhase(enum.StrEnum):
         return self not in (InfraPhase.PENDING, InfraPhase.RUNNING)
 
 
+# A cpu or memory job variable exactly as the run's job variables give it, in the pool
+# type's own units (ECS CPU units and MiB, Cloud Run "1000m" and "512Mi", ACI cores and
+# GB, Modal cores and MiB): the core passes it on, and each adapter reads and checks it.
+Quantity = int | float | str
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One run, made provider-neutral. ``config`` is the rendered, provider-specific part."""
@@ -66,8 +72,8 @@ class JobSpec:
     image: str | None
     command: list[str]
     env: dict[str, str]
-    cpu: int | None = None
-    memory: int | None = None
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
     timeout: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)

@@ -56,7 +56,8 @@ def audit_entry(response: dict[str, Any]) -> dict[str, Any]:
     return {"protoPayload": {"@type": "type.googleapis.com/google.cloud.audit.AuditLog",
                              "serviceName": "run.googleapis.com",
                              "methodName": "google.cloud.run.v2.Jobs.RunJob",
-                             "resourceName": NAME, "response": response},
+                             "resourceName": response.get("name", NAME),
+                             "response": response},
             "resource": {"type": "cloud_run_job"}, "logName": "projects/p/logs/x",
             "severity": "NOTICE"}
 

@@ -13,7 +13,7 @@ from typing import Any
 from dispatcher import sealing, templates
 from dispatcher.crypto import SecretBox
 from dispatcher.store import ClaimedRun
-from providers.base import JobSpec, job_name_for
+from providers.base import JobSpec, Quantity, job_name_for
 
 # The in-container runtime (`pushpool execute`) is what runs an entrypoint deployment.
 EXECUTE_COMMAND = ["pushpool", "execute"]
@@ -93,8 +93,8 @@ def build_job_spec(run: ClaimedRun, identity_env: IdentityEnv) -> JobSpec:
         image=values.get("image") or run.image,
         command=[str(part) for part in command],
         env=env,
-        cpu=_int_or_none(values.get("cpu")),
-        memory=_int_or_none(values.get("memory")),
+        cpu=_quantity_or_none("cpu", values.get("cpu")),
+        memory=_quantity_or_none("memory", values.get("memory")),
         timeout=timeout,
         labels=labels,
         config=config,
@@ -106,3 +106,13 @@ def build_job_spec(run: ClaimedRun, identity_env: IdentityEnv) -> JobSpec:
 
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def _quantity_or_none(name: str, value: Any) -> Quantity | None:
+    """The value as the job variables hold it: its units are the pool type's, so only the
+    adapter can read it (casting here turned "512Mi" into an error and 1.5 GB into 1)."""
+    if value is None or (isinstance(value, (int, float, str)) and not isinstance(value, bool)):
+        return value
+    raise templates.TemplateError(name, f"{type(value).__name__} is not a {name} value",
+                                  f"give {name} as a number or a string such as the pool "
+                                  "type's template describes")

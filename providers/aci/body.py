@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from providers.aci.config import (
     AciConfig,
     check_env_name,
 )
-from providers.base import JobSpec
+from providers.base import JobSpec, Quantity
 
 RUN_TAG = "pushpool:run-id"
 ATTEMPT_TAG = "pushpool:attempt"
@@ -69,12 +70,28 @@ def tags_for(spec: JobSpec, cfg: AciConfig) -> dict[str, str]:
     return tags
 
 
+def _amount(what: str, configured: float | None, given: Quantity | None, default: float,
+            unit: str) -> float:
+    """The configured value, else the run's job variable (in ACI's cores and GB), else
+    ACI's default."""
+    value = configured if configured is not None else given
+    if value is None:
+        return default
+    try:
+        number = float(value) if not isinstance(value, bool) else 0.0
+    except ValueError:
+        number = 0.0
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{what}: {value!r} is not a positive number of {unit}, e.g. 1.5")
+    return number
+
+
 def build_group(spec: JobSpec, cfg: AciConfig, *, location: str, image: str) -> dict[str, Any]:
     """The PUT body for the run's container group (ARM wire format)."""
     container_name = cfg.container_name or DEFAULT_CONTAINER_NAME
     requests: dict[str, Any] = {
-        "cpu": float(cfg.cpu if cfg.cpu is not None else spec.cpu or DEFAULT_CPU),
-        "memoryInGB": float(cfg.memory if cfg.memory is not None else DEFAULT_MEMORY_GB)}
+        "cpu": _amount("cpu", cfg.cpu, spec.cpu, DEFAULT_CPU, "cores"),
+        "memoryInGB": _amount("memory", cfg.memory, spec.memory, DEFAULT_MEMORY_GB, "GB")}
     if cfg.gpu_count:
         requests["gpu"] = {"count": cfg.gpu_count, "sku": cfg.gpu_sku}
     container: dict[str, Any] = {"image": image, "resources": {"requests": requests},

@@ -253,10 +253,13 @@ def cpu_quantity(value: str | float | int | None) -> Decimal | None:
                      "(or between 0.08 and 1)")
 
 
-def memory_mib(value: str | int | None) -> int | None:
+def memory_mib(value: str | int | float | None) -> int | None:
     """'512Mi', '2Gi', '1G', 1024 -> MiB; ValueError naming the format and the range."""
     if value is None or value == "":
         return None
+    if isinstance(value, bool | float):
+        raise ValueError(f"memory: {value!r} is not a memory quantity; use a whole number "
+                         "of MiB or a quantity such as '512Mi' or '2Gi'")
     if isinstance(value, int):
         mib = value
     else:

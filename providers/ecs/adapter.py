@@ -278,8 +278,10 @@ class EcsProvider:
         raw = cfg.task_definition
         overrides: dict[str, Any] = {}
         try:
-            cpu_wanted = spec.cpu or cfg.cpu or aws_units(raw.get("cpu"), "cpu")
-            memory_wanted = spec.memory or cfg.memory or aws_units(raw.get("memory"), "memory")
+            cpu_wanted = (aws_units(spec.cpu, "cpu") or cfg.cpu
+                          or aws_units(raw.get("cpu"), "cpu"))
+            memory_wanted = (aws_units(spec.memory, "memory") or cfg.memory
+                             or aws_units(raw.get("memory"), "memory"))
             if cfg.task_definition_arn:
                 if spec.image or cfg.image:
                     raise ValueError(

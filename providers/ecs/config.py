@@ -230,7 +230,13 @@ def aws_units(value: Any, what: str) -> int | None:
         raise ValueError(f"{what}: {value!r} is not a number of "
                          f"{'CPU units' if what == 'cpu' else 'MiB'}")
     number, unit = float(match.group(1)), (match.group(2) or "").lower()
-    return int(number * 1024) if unit in ("vcpu", "gb") else int(number)
+    if unit in ("vcpu", "gb"):
+        return int(number * 1024)
+    if not number.is_integer():  # 0.5 would become 0, a value nobody asked for
+        example = "512 or '0.5 vCPU'" if what == "cpu" else "1024 or '1 GB'"
+        raise ValueError(f"{what}: {value!r} is not a whole number of "
+                         f"{'CPU units' if what == 'cpu' else 'MiB'}; write e.g. {example}")
+    return int(number)
 
 
 def _choices(values: tuple[int, ...]) -> str:

@@ -54,7 +54,7 @@ class ModalConfig(ProviderConfig):
     """A rendered modal:push job configuration (unset optional values are absent)."""
 
     # Common variables (the dispatcher passes them in the JobSpec too; the JobSpec wins,
-    # except cpu, which Modal takes in fractional cores and the JobSpec rounds).
+    # except cpu, which is read from here first).
     image: str | None = None
     command: list[str] | None = None
     env: dict[str, str | None] = Field(default_factory=dict)

@@ -57,6 +57,7 @@ class Request:
     headers: dict[str, str]
     body: Json
     match: re.Match[str] | None = None
+    received: float = 0.0  # wall-clock time the request arrived
 
     def group(self, name: str) -> str:
         assert self.match is not None
@@ -112,6 +113,7 @@ class ArmServer:
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client id, expiry)
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, str, str]] = []  # (kind, method, path)
+        self.request_times: list[float] = []  # when each of ``requests`` arrived
         self.faults: list[Fault] = []
         self.lock = threading.RLock()
         self.base_url = ""
@@ -136,6 +138,7 @@ class ArmServer:
         with self.lock:
             self.calls.clear()
             self.requests.clear()
+            self.request_times.clear()
             self.faults.clear()
             self._ops.clear()
             self.op_polls = 0
@@ -232,6 +235,7 @@ class ArmServer:
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str],
                raw: bytes) -> tuple[int, Json, dict[str, str]]:
+        received = time.time()
         split = urlsplit(raw_path)
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         if method == "POST" and split.path.endswith("/oauth2/v2.0/token"):
@@ -242,7 +246,7 @@ class ArmServer:
             return _error(400, "InvalidRequestContent", "The request content was invalid "
                           "and could not be deserialized.")
         request = Request(method, split.path, query, {k.lower(): v for k, v in headers.items()},
-                          body)
+                          body, received=received)
         with self.lock:
             try:
                 return self._dispatch(request)
@@ -254,6 +258,7 @@ class ArmServer:
         kind = route.kind if route else "unknown"
         self.calls[kind] += 1
         self.requests.append((kind, request.method, request.path))
+        self.request_times.append(request.received)
         self._authenticate(request)
         if route is None or match is None:
             raise ArmError(404, "InvalidResourceType" if "/providers/" in request.path

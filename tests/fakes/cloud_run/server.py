@@ -6,7 +6,11 @@ Google's REST APIs (and the JSON transcoding the client libraries use) answer er
 clients map them by HTTP status (404 -> NotFound, 429 -> TooManyRequests, ...). Every
 request is counted by operation name (``"jobs.run"``, ``"executions.get"``,
 ``"entries.list"``...) and any operation can be made to fail its next calls
-(``fail_next``). Unknown query parameters (``$alt=json;enum-encoding=int``) are ignored.
+(``fail_next``); ``request_times[i]`` is the wall-clock time ``requests[i]`` arrived (the
+benchmarks' clock for "the request left the dispatcher"). The ``fields`` system parameter
+(a partial response, ``executions(name,template/containers/env),nextPageToken``) trims
+a success as Google does; other unknown query parameters (``$alt=json;enum-encoding=int``)
+are ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +48,49 @@ def error_body(code: int, message: str, status: str | None = None) -> dict[str, 
                       "status": status or STATUS_NAMES.get(code, "UNKNOWN")}}
 
 
+# A ``fields`` mask: each selected key and what to keep under it (None: all of it).
+FieldMask = dict[str, "FieldMask | None"]
+
+
+def parse_fields(text: str) -> FieldMask:
+    """Google's partial-response syntax: ``a,b/c,d(e,f/g)``."""
+    mask, _ = _fields(text.replace(" ", ""), 0)
+    return mask
+
+
+def _fields(text: str, at: int) -> tuple[FieldMask, int]:
+    mask: FieldMask = {}
+    while at < len(text) and text[at] != ")":
+        end = at
+        while end < len(text) and text[end] not in ",()":
+            end += 1
+        path = text[at:end].split("/")
+        inner: FieldMask | None = None
+        if end < len(text) and text[end] == "(":
+            inner, end = _fields(text, end + 1)
+            end += 1  # the ")"
+        node = mask
+        for key in path[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            node = child
+        node[path[-1]] = inner
+        at = end + 1 if end < len(text) and text[end] == "," else end
+    return mask, at
+
+
+def partial_response(value: Any, mask: FieldMask | None) -> Any:
+    if mask is None:
+        return value
+    if isinstance(value, list):
+        return [partial_response(item, mask) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: partial_response(value[key], inner) for key, inner in mask.items()
+            if key in value}
+
+
 @dataclass
 class Fault:
     code: int
@@ -67,6 +115,7 @@ class FakeServer:
         self.routes: list[Route] = []
         self.calls: Counter[str] = Counter()
         self.requests: list[tuple[str, str, Any]] = []  # (operation, path, body)
+        self.request_times: list[float] = []  # when each of ``requests`` arrived
         self.faults: dict[str, list[Fault]] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self.port = 0
@@ -88,6 +137,7 @@ class FakeServer:
         with self.lock:
             self.calls.clear()
             self.requests.clear()
+            self.request_times.clear()
 
     def _fault(self, operation: str) -> Fault | None:
         queue = self.faults.get(operation)
@@ -99,7 +149,8 @@ class FakeServer:
             queue.pop(0)
         return fault
 
-    def dispatch(self, method: str, raw_path: str, body: Any) -> Answer:
+    def dispatch(self, method: str, raw_path: str, body: Any,
+                 received: float | None = None) -> Answer:
         parts = urlsplit(raw_path)
         path = unquote(parts.path)
         query = parse_qs(parts.query)
@@ -112,13 +163,17 @@ class FakeServer:
             with self.lock:
                 self.calls[route.operation] += 1
                 self.requests.append((route.operation, path, body))
+                self.request_times.append(received or time.time())
                 fault = self._fault(route.operation)
                 if fault is not None:
                     return fault.code, error_body(fault.code, fault.message, fault.status)
                 try:
-                    return route.handler(match, query, body)
+                    code, answer = route.handler(match, query, body)
                 except ApiError as exc:
                     return exc.code, error_body(exc.code, exc.message, exc.status)
+                if code == 200 and query.get("fields"):
+                    answer = partial_response(answer, parse_fields(query["fields"][0]))
+                return code, answer
         return 404, error_body(404, f"no such method: {method} {path}")
 
     @property
@@ -138,12 +193,13 @@ class FakeServer:
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                received = time.time()
                 try:
                     body = json.loads(raw) if raw else {}
                 except ValueError:
                     code, answer = 400, error_body(400, "request body is not JSON")
                 else:
-                    code, answer = server.dispatch(method, self.path, body)
+                    code, answer = server.dispatch(method, self.path, body, received)
                 data = json.dumps(answer).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")

@@ -44,11 +44,13 @@ def fake_jwt(ttl: int = 3600, **claims: Any) -> str:
 
 @dataclass(frozen=True)
 class Call:
-    """One RPC the fake received: its name, request message and metadata."""
+    """One RPC the fake received: its name, request message, metadata, and the wall-clock
+    time its request message arrived."""
 
     name: str
     request: Any
     metadata: dict[str, str] = field(repr=False)
+    received: float = 0.0
 
 
 @dataclass
@@ -124,7 +126,7 @@ class GrpcFake:
                 request = await stream.recv_message()
                 metadata = {k: v for k, v in (stream.metadata or {}).items()
                             if isinstance(v, str)}
-                fake.calls.append(Call(name, request, metadata))
+                fake.calls.append(Call(name, request, metadata, time.time()))
                 if fake.gate is not None:
                     refused = fake.gate(name, metadata)
                     if refused is not None:
