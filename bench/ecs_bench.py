@@ -1,13 +1,19 @@
-"""ECS adapter benchmark against moto: submits per second and submit -> RUNNING latency.
+"""ECS adapter benchmark against moto: submits per second, submit -> RUNNING latency, and
+AWS calls per run.
 
 moto (behind the test proxy, tests/fakes/ecs_proxy.py) runs in a child process on
 127.0.0.1; the real EcsProvider submits through boto3 with its thread pool, task
-definition cache and token bucket, while a watcher polls ``status_many`` (batched
-DescribeTasks) the way the dispatcher does. Numbers are moto's, not AWS's: moto's CPU
-(~5 ms per RunTask) is the ceiling, and moto reports RUNNING at once. Usage:
+definition cache and token bucket, while a watcher follows every run the way the
+dispatcher's does (dispatcher/engine/watcher.py): ``status_many`` (batched DescribeTasks)
+each pass, ``logs`` for each run with a status, ``cleanup`` once it is final. Tasks stop
+after a few describes. Every AWS call the adapter makes is counted, per action, and
+divided by the runs (target: at most 1.3; RunTask is one). Numbers are moto's, not
+AWS's: moto's CPU (~5 ms per RunTask) is the ceiling, and moto reports RUNNING at once.
+Usage:
 
     python bench/ecs_bench.py [--runs 1000] [--concurrency 32]
                               [--rates unlimited,20] [--throttle-every 0]
+                              [--watch-interval 0.5]
 """
 
 from __future__ import annotations
@@ -23,13 +29,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import percentiles, print_table, write_json
-from providers.base import InfraPhase, InfraRef, JobSpec, RetryableProviderError
+from bench.harness import percentiles, print_summary, print_table, summary_row, write_json
+from providers.base import InfraPhase, InfraRef, InfraStatus, JobSpec, RetryableProviderError
 from providers.ecs import EcsProvider, EcsSettings
 from tests.fakes.moto_ecs import REGION, MotoEcs
 
 CLUSTER = "bench"
-WATCH_INTERVAL = 0.05
+# Between watcher passes. The dispatcher polls ECS every 5 s (EcsProvider.poll_interval),
+# when a pass at Fargate's 20 RunTask/s sees about 100 new tasks: one DescribeTasks batch.
+# A tenth of that keeps the benchmark short and still describes ten times as often.
+WATCH_INTERVAL = 0.5
+DESCRIBES_PER_STEP = 2  # moto moves a task one step (of four to STOPPED) per this many
+CALLS_PER_RUN_TARGET = 1.3
+SETUP_ACTIONS = frozenset({"", "CreateCluster"})  # the benchmark's own calls
 
 
 def spec(server: MotoEcs, run_id: str) -> JobSpec:
@@ -41,12 +53,15 @@ def spec(server: MotoEcs, run_id: str) -> JobSpec:
 
 
 async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | None,
-                   throttle_every: int) -> dict[str, Any]:
+                   throttle_every: int, watch_interval: float = WATCH_INTERVAL
+                   ) -> dict[str, Any]:
     server.reset()
     import boto3
 
     boto3.client("ecs", endpoint_url=server.url, region_name=REGION).create_cluster(
         clusterName=CLUSTER)
+    server.set_transition("ecs::task", {"progression": "manual",
+                                        "times": DESCRIBES_PER_STEP})
     if throttle_every:
         server.add_fault("RunTask", "throttle", every=throttle_every)
     settings = EcsSettings(run_task_rate=rate or 1e9, run_task_burst=100 if rate else 1e9,
@@ -59,6 +74,8 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
     running_latency: list[float] = []
     infra: dict[str, str] = {}
     refs: dict[str, InfraRef] = {}
+    cursors: dict[str, str | None] = {}
+    finished: set[str] = set()
     watch_errors: list[int] = []
     done = asyncio.Event()
     limit = asyncio.Semaphore(concurrency)
@@ -79,12 +96,21 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
             infra[submission.infra_id] = run_id
             refs[submission.infra_id] = submission
 
+    async def follow(infra_id: str, status: InfraStatus) -> None:
+        """What the dispatcher's watcher does with one run's status: logs, then clean-up."""
+        ref = refs[infra_id]
+        batch = await provider.logs(ref, cursors.get(infra_id))
+        cursors[infra_id] = batch.cursor
+        if status.phase.is_final:
+            finished.add(infra_id)
+            await provider.cleanup(ref)
+
     async def watch() -> None:
-        while not done.is_set() or len(started) < len(infra):
-            waiting = [i for i, r in infra.items() if r not in started]
-            if waiting:
+        while not done.is_set() or len(finished) < len(infra):
+            following = [i for i in infra if i not in finished]
+            if following:
                 try:
-                    statuses = await provider.status_many([refs[i] for i in waiting])
+                    statuses = await provider.status_many([refs[i] for i in following])
                 except RetryableProviderError:
                     # moto's threaded server sometimes fails a describe that races a
                     # RunTask (it iterates every stored task); the dispatcher would retry.
@@ -92,11 +118,12 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
                     statuses = {}
                 now = time.perf_counter()
                 for infra_id, status in statuses.items():
-                    if status.phase in (InfraPhase.RUNNING, InfraPhase.SUCCEEDED):
-                        run_id = infra[infra_id]
+                    run_id = infra[infra_id]
+                    if status.phase is not InfraPhase.PENDING and run_id not in started:
                         started[run_id] = now
                         running_latency.append((now - submitted_at[run_id]) * 1000)
-            await asyncio.sleep(WATCH_INTERVAL)
+                await asyncio.gather(*(follow(i, st) for i, st in statuses.items()))
+            await asyncio.sleep(watch_interval)
 
     watcher = asyncio.create_task(watch())
     t_start = time.perf_counter()
@@ -109,15 +136,18 @@ async def scenario(server: MotoEcs, runs: int, concurrency: int, rate: float | N
     finally:
         watcher.cancel()
         await provider.close()
-    stats = server.stats()
+    actions = {name: counts.get("received", 0)
+               for name, counts in server.stats()["actions"].items()
+               if name not in SETUP_ACTIONS}
     return {
         "runs": runs, "concurrency": concurrency, "rate_limit": rate,
         "throttle_every": throttle_every, "seconds": elapsed, "submits_per_s": runs / elapsed,
         "submit_ms": percentiles(submit_latency), "submit_to_running_ms":
             percentiles(running_latency),
-        "run_task_calls": stats["actions"].get("RunTask", {}).get("received", 0),
-        "register_calls": stats["actions"].get("RegisterTaskDefinition", {}).get("received", 0),
-        "describe_calls": stats["actions"].get("DescribeTasks", {}).get("received", 0),
+        "run_task_calls": actions.get("RunTask", 0),
+        "register_calls": actions.get("RegisterTaskDefinition", 0),
+        "describe_calls": actions.get("DescribeTasks", 0),
+        "aws_calls": actions, "aws_calls_per_run": sum(actions.values()) / runs,
         "throttles": bucket.throttles, "lowest_rate": bucket.lowest_rate,
         "status_errors": len(watch_errors),
     }
@@ -135,7 +165,7 @@ async def main_async(args: argparse.Namespace) -> None:
             rate = None if rate_text.strip() in ("unlimited", "none", "0") else float(rate_text)
             runs = args.runs if rate is None else min(args.runs, int(100 + rate * 10))
             results.append(await scenario(server, runs, args.concurrency, rate,
-                                          args.throttle_every))
+                                          args.throttle_every, args.watch_interval))
     finally:
         server.stop()
     rows = []
@@ -145,11 +175,19 @@ async def main_async(args: argparse.Namespace) -> None:
             "off" if r["rate_limit"] is None else f"{r['rate_limit']:g}/s+100",
             r["runs"], r["submits_per_s"], f"{submit['p50']:.0f} / {submit['p95']:.0f}",
             f"{running['p50']:.0f} / {running['p95']:.0f}", r["run_task_calls"],
-            r["register_calls"]])
+            r["register_calls"], f"{r['aws_calls_per_run']:.2f}"])
     print_table(f"ECS adapter against moto ({args.concurrency} concurrent submits)", [
         "bucket", "runs", "submits/s", "submit ms p50/p95", "->RUNNING ms p50/p95",
-        "RunTask", "registered"], rows)
-    path = write_json("ecs_bench", {"results": results, "watch_interval_s": WATCH_INTERVAL})
+        "RunTask", "registered", "AWS calls/run"], rows)
+    print_table("AWS calls by action (all scenarios)", ["action", "calls"], [
+        [name, sum(r["aws_calls"].get(name, 0) for r in results)]
+        for name in sorted({n for r in results for n in r["aws_calls"]})])
+    worst = max(r["aws_calls_per_run"] for r in results)
+    summary = [summary_row("ECS on moto: AWS calls per run (worst scenario)", worst, "calls",
+                           f"<= {CALLS_PER_RUN_TARGET}", worst <= CALLS_PER_RUN_TARGET)]
+    print_summary("ECS adapter", summary)
+    path = write_json("ecs_bench", {"results": results, "watch_interval_s": args.watch_interval,
+                                    "summary": summary})
     print(f"wrote {path}")
 
 
@@ -161,6 +199,8 @@ def main() -> None:
                         help="token bucket rates to try, e.g. 'unlimited,20'")
     parser.add_argument("--throttle-every", type=int, default=0,
                         help="answer every Nth RunTask with ThrottlingException")
+    parser.add_argument("--watch-interval", type=float, default=WATCH_INTERVAL,
+                        help="seconds between watcher passes (status, logs, clean-up)")
     asyncio.run(main_async(parser.parse_args()))
 
 

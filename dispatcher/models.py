@@ -386,8 +386,20 @@ class Deployment(Model):
         return f"{self.flow_name}/{self.name}"
 
 
+# What a run executes: a command, an entrypoint, or a command among the job variables
+# (the store's rule, dispatcher/store/deployments.py, stated for the OpenAPI document).
+COMMAND_OR_ENTRYPOINT: dict[str, Any] = {"anyOf": [
+    {"required": ["command"], "properties": {"command": {"type": "array"}}},
+    {"required": ["entrypoint"], "properties": {"entrypoint": {"type": "string"}}},
+    {"required": ["job_variables"],
+     "properties": {"job_variables": {"type": "object", "required": ["command"]}}},
+]}
+
+
 class DeploymentApply(InputModel):
     """Create-or-update a deployment, keyed by flow name and deployment name."""
+
+    model_config = ConfigDict(json_schema_extra=COMMAND_OR_ENTRYPOINT)
 
     name: Name
     flow_name: Name

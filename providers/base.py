@@ -29,6 +29,8 @@ class RetryableProviderError(ProviderError):
     """Throttling, 5xx, timeouts: the dispatcher retries with backoff inside the run's lease.
 
     ``throttled`` tells the rate limiter to shrink; ``retry_after`` is a hint in seconds.
+    Submits that waited on one shared call (a lookup made once for many runs) should each
+    get that call's exception object itself: a pool's circuit breaker counts it once.
     """
 
     def __init__(self, message: str, *, throttled: bool = False, retry_after: float | None = None):

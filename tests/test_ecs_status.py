@@ -190,3 +190,15 @@ async def test_cleanup_keeps_unmarked_definitions(ecs_aws: Aws,
     await ecs_provider.cancel(infra_id)
     await ecs_provider.cleanup(infra_id)
     assert ecs_aws.server.calls("DeregisterTaskDefinition") == 0
+
+
+async def test_cleanup_of_a_pool_that_keeps_definitions_makes_no_call(
+        ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
+    submission, _ = await submit_task(ecs_aws, ecs_provider)
+    await ecs_provider.cancel(submission)
+    before = sum(a["received"] for a in ecs_aws.server.stats()["actions"].values())
+    stored = InfraRef.from_json(json.loads(json.dumps(submission.to_json())))
+    await EcsProvider(fast_settings()).cleanup(stored)  # any process, the reference alone
+    await ecs_provider.cleanup(submission)
+    after = sum(a["received"] for a in ecs_aws.server.stats()["actions"].values())
+    assert after - before == 0

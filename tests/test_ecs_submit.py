@@ -230,6 +230,16 @@ async def test_register_task_definition_throttling_is_retried(
     assert len(ecs_aws.task_definitions()) == 1
 
 
+async def test_a_register_answered_503_says_so_and_not_throttling(
+        ecs_aws: Aws, ecs_provider: EcsProvider) -> None:
+    ecs_aws.server.add_fault("RegisterTaskDefinition", "503")
+    with pytest.raises(RetryableProviderError) as caught:
+        await ecs_provider.submit(ecs_aws.spec("run-reg-503"))
+    message = str(caught.value)
+    assert "throttl" not in message and not caught.value.throttled
+    assert "failed 6 times in a row" in message and "Service unavailable" in message
+
+
 async def test_unknown_subnet_is_permanent_with_aws_message(ecs_aws: Aws,
                                                             ecs_provider: EcsProvider) -> None:
     config = ecs_aws.config(subnets=["subnet-0123456789abcdef0"], security_groups=[])

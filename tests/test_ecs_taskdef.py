@@ -80,6 +80,20 @@ def test_raw_fields_merge_and_sidecars_append() -> None:
     assert tag_value(built["tags"], "cost-center") == "42"
 
 
+def test_the_flow_container_reserves_what_the_task_has_left() -> None:
+    # Stock moto fails RunTask on a container without memory or memoryReservation.
+    [alone] = body(memory=4096, cpu=1024)["containerDefinitions"]
+    assert alone["memoryReservation"] == 4096 and "memory" not in alone
+    with_sidecar = body(task_definition={"containerDefinitions": [
+        {"name": "otel", "image": "otel:1", "memoryReservation": 256}]})
+    main, sidecar = with_sidecar["containerDefinitions"]
+    assert (main["memoryReservation"], sidecar["memoryReservation"]) == (2048 - 256, 256)
+    own = body(task_definition={"containerDefinitions": [{"name": "pushpool",
+                                                          "memory": 1024}]})
+    [container] = own["containerDefinitions"]
+    assert container["memory"] == 1024 and "memoryReservation" not in container
+
+
 def test_logs_disabled_means_no_log_configuration() -> None:
     built = body(cloudwatch_logs={"enabled": False})
     assert "logConfiguration" not in built["containerDefinitions"][0]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.test_utils import TestClient, TestServer
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from pydantic import SecretStr
 
 from dispatcher.api import create_app
+from dispatcher.api.openapi import build_document
 from dispatcher.api.route_table import ROUTES
+from dispatcher.console.routes import CONSOLE_PATHS
 from dispatcher.settings import Settings
 from dispatcher.store.db import Database
 
@@ -35,8 +40,12 @@ async def document(app: web.Application) -> AsyncIterator[dict[str, Any]]:
 
 
 def registered(app: web.Application) -> set[tuple[str, str]]:
+    """Every (method, path) of the API served, less each path's catch-all 405 and the web
+    console's pages (HTML, not API operations)."""
     return {(route.method.lower(), route.resource.canonical)
-            for route in app.router.routes() if route.resource is not None}
+            for route in app.router.routes()
+            if route.resource is not None and route.method != hdrs.METH_ANY
+            and route.resource.canonical not in CONSOLE_PATHS}
 
 
 def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -56,15 +65,79 @@ async def test_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert errors == []
 
 
-async def test_health_is_public_and_everything_else_needs_the_token(
-        document: dict[str, Any]) -> None:
-    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert document["security"] == [{"bearer": []}]
-    public = {(method, path) for path, item in document["paths"].items()
-              for method, operation in item.items() if operation.get("security") == []}
-    assert public == {("get", "/api/health")}
-    events = document["paths"]["/api/events/aws/ecs"]["post"]
-    assert events["security"] == [{"eventsSecret": []}]
+def requirements(document: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    """Each operation's security requirement, the document's own where it sets none."""
+    default = document.get("security", [])
+    return {(method, path): operation.get("security", default)
+            for path, item in document["paths"].items()
+            for method, operation in item.items()}
+
+
+def test_the_token_is_required_where_the_server_requires_it() -> None:
+    runtime = {("post", "/api/runs/{id}/state"), ("post", "/api/runs/{id}/logs")}
+    events = {("post", "/api/events/aws/ecs"), ("post", "/api/events/{provider}")}
+    hooks = {("post", "/hooks/{slug}")}  # signed by the webhook's own secret
+    locked = build_document(ROUTES, api_token=True)
+    assert locked["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert locked["security"] == [{"bearer": []}]
+    needs = requirements(locked)
+    assert {key for key, need in needs.items() if need == []} == {("get", "/api/health")}
+    assert all(needs[key] == [{"bearer": []}, {"runToken": []}] for key in runtime)
+    assert all(needs[key] == [{"eventsSecret": []}] for key in events)
+    assert all(needs[key] == [{"webhookSignature": []}] for key in hooks)
+
+    # No PUSHPOOL_API_TOKEN: nothing asks for it, and no answer is a 401 for lack of it.
+    open_doc = build_document(ROUTES, api_token=False)
+    assert "security" not in open_doc
+    needs = requirements(open_doc)
+    assert {key for key, need in needs.items() if need} == runtime | events | hooks
+    assert all(needs[key] == [{"runToken": []}] for key in runtime)
+    with_401 = {(method, path) for path, item in open_doc["paths"].items()
+                for method, operation in item.items() if "401" in operation["responses"]}
+    assert with_401 == runtime | events | hooks
+
+
+async def test_each_server_serves_the_document_of_its_settings(tmp_path: Path) -> None:
+    db = await Database.connect("sqlite+aiosqlite:///" + str(tmp_path / "s.db"))
+    try:
+        for token in (None, "t0ken"):
+            settings = Settings(home=tmp_path, api_token=SecretStr(token) if token else None)
+            async with TestClient(TestServer(create_app(db, None, settings))) as client:
+                answer = await client.get("/api/openapi.json",
+                                          headers={"Authorization": f"Bearer {token}"})
+                assert await answer.json() == json.loads(json.dumps(
+                    build_document(ROUTES, api_token=token is not None)))
+    finally:
+        await db.close()
+
+
+async def test_a_path_answers_405_with_its_own_methods(app: web.Application) -> None:
+    async with TestClient(TestServer(app)) as client:
+        # /api/deployments/{flow}/{name} matches this URL too (flow "id"), and has PATCH.
+        for method in ("PATCH", "DELETE", "OPTIONS", "PUT"):
+            answer = await client.request(method, "/api/deployments/id/some-id",
+                                          json={"paused": True})
+            assert (answer.status, answer.headers["Allow"]) == (405, "GET"), method
+        answer = await client.request("PUT", "/api/deployments/flow/name")
+        assert (answer.status, answer.headers["Allow"]) == (405, "DELETE, GET, PATCH")
+
+
+@pytest.mark.parametrize(("extra", "accepted"), [
+    ({}, False), ({"command": None, "entrypoint": None}, False),
+    ({"command": ["python", "-c", "1"]}, True), ({"entrypoint": "flows.py:main"}, True),
+    ({"job_variables": {"command": ["run"]}}, True), ({"job_variables": {}}, False)])
+async def test_the_command_or_entrypoint_rule_is_in_the_document(
+        app: web.Application, document: dict[str, Any], extra: dict[str, Any],
+        accepted: bool) -> None:
+    body = {"name": "d", "flow_name": "f", "pool_name": "p", **extra}
+    schema = {**document["components"]["schemas"]["DeploymentApply"],
+              "$defs": document["components"]["schemas"]}
+    refs = json.loads(json.dumps(schema).replace("#/components/schemas/", "#/$defs/"))
+    assert Draft202012Validator(refs).is_valid(body) is accepted
+    async with TestClient(TestServer(app)) as client:
+        await client.post("/api/work-pools", json={"name": "p"})
+        answer = await client.put("/api/deployments", json=body)
+        assert (answer.status < 300) is accepted, await answer.text()
 
 
 async def test_every_operation_is_described_and_errors_use_the_error_schema(

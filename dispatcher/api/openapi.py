@@ -2,7 +2,8 @@
 
 Component schemas come from the pydantic models themselves (request bodies in validation
 mode, answers in serialization mode), so the document says what the server accepts and
-returns.
+returns. Security follows the server's settings: the API token is required only by a
+server that has one (PUSHPOOL_API_TOKEN), so each server serves its own document.
 """
 
 from __future__ import annotations
@@ -91,16 +92,16 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
     return params
 
 
-def _error_statuses(route: Route) -> list[int]:
+def _error_statuses(route: Route, api_token: bool) -> list[int]:
     statuses = {500, 503, *route.errors}
-    if not route.public:
+    if route.run_token or (api_token and not route.public):
         statuses.add(401)
     if PATH_PARAM.search(route.path):
         statuses.add(404)
     if route.method in MUTATING and not route.path.startswith(OWN_AUTH_PREFIXES):
         statuses |= {403, 415}  # dispatcher/api/browser_guard.py
     if route.body is not None or route.request_schema is not None:
-        statuses |= {400, 413, 422}
+        statuses |= {400, 413, 415, 422}
     if route.query or route.idempotency_key:
         statuses.add(422)
     return sorted(statuses)
@@ -121,7 +122,21 @@ def _tag(path: str) -> str:
     return parts[1] if parts[0] == "api" and len(parts) > 1 else parts[0]
 
 
-def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
+def _security(route: Route, api_token: bool) -> list[dict[str, list[str]]] | None:
+    """The operation's requirement, as the server checks it (None: the document's own)."""
+    if route.events_secret:
+        return [{EVENTS_SCHEME: []}]
+    if route.signed_delivery:
+        return [{WEBHOOK_SCHEME: []}]
+    if route.run_token:  # the run's own token, or the API token where there is one
+        return [{SECURITY_SCHEME: []}, {RUN_TOKEN_SCHEME: []}] if api_token \
+            else [{RUN_TOKEN_SCHEME: []}]
+    if route.public:
+        return []
+    return None
+
+
+def _operation(route: Route, refs: Mapping[Any, Any], api_token: bool) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": route.summary,
@@ -148,29 +163,26 @@ def _operation(route: Route, refs: Mapping[Any, Any]) -> dict[str, Any]:
             answer["content"] = {route.media_type: {"schema": schema}}
         responses[str(status)] = answer
     error_ref = refs[(Error, "serialization")]
-    for status in _error_statuses(route):
+    for status in _error_statuses(route, api_token):
         responses[str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"),
                                   "content": {"application/json": {"schema": error_ref}}}
     operation["responses"] = responses
-    if route.events_secret:
-        operation["security"] = [{EVENTS_SCHEME: []}]
-    elif route.signed_delivery:
-        operation["security"] = [{WEBHOOK_SCHEME: []}]
-    elif route.public:
-        operation["security"] = []
-    elif route.run_token:
-        operation["security"] = [{SECURITY_SCHEME: []}, {RUN_TOKEN_SCHEME: []}]
+    security = _security(route, api_token)
+    if security is not None:
+        operation["security"] = security
     return operation
 
 
 @functools.lru_cache(maxsize=4)
-def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``routes`` (cached: the table does not change)."""
+def build_document(routes: tuple[Route, ...], *, api_token: bool) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``routes`` on a server with or without an API token
+    (cached: neither changes while a server runs)."""
     refs, definitions = models_json_schema(_models(routes), ref_template=REF_TEMPLATE)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
-    return {
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs,
+                                                                            api_token)
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "pushpool", "version": __version__,
                  "description": "Push-pool dispatcher: work pools, deployments and runs."},
@@ -198,5 +210,7 @@ def build_document(routes: tuple[Route, ...]) -> dict[str, Any]:
                                    "body), github (X-Hub-Signature-256) or bearer "
                                    "(Authorization: Bearer <secret>)"}},
         },
-        "security": [{SECURITY_SCHEME: []}],
     }
+    if api_token:
+        document["security"] = [{SECURITY_SCHEME: []}]
+    return document

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from dispatcher import __version__, operations
 from dispatcher.api import openapi
-from dispatcher.api.context import ROUTES_KEY, db_of
+from dispatcher.api.context import ROUTES_KEY, db_of, settings_of
 from dispatcher.api.routing import Call, json_model, json_models
 from dispatcher.api.schemas import Health, PoolType
 from providers.registry import available_types, missing_sdk_module
@@ -27,7 +27,9 @@ async def health(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def openapi_json(request: web.Request, call: Call) -> web.StreamResponse:
-    return web.json_response(openapi.build_document(request.app[ROUTES_KEY]))
+    token = settings_of(request).api_token
+    return web.json_response(openapi.build_document(
+        request.app[ROUTES_KEY], api_token=bool(token and token.get_secret_value())))
 
 
 async def list_pool_types(request: web.Request, call: Call) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 
@@ -170,13 +170,30 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
 
 
 def register_routes(app: web.Application, routes: tuple[Route, ...]) -> None:
-    seen: set[tuple[str, str]] = set()
+    """The table's routes, path by path in the table's order, each path closed by a 405
+    for the methods it does not have.
+
+    Without that, aiohttp would hand ``PATCH /api/deployments/id/x`` to the
+    ``{flow}/{name}`` path (flow "id"), and its 405s would list the methods of every
+    path that matches the URL, not those the document gives this one."""
+    by_path: dict[str, list[Route]] = {}
     for route in routes:
-        key = (route.method, route.path)
-        if key in seen:
+        same_path = by_path.setdefault(route.path, [])
+        if any(other.method == route.method for other in same_path):
             raise ValueError(f"route {route.method} {route.path} is in the table twice")
-        seen.add(key)
-        app.router.add_route(route.method, route.path, _endpoint(route))
+        same_path.append(route)
+    for path, same_path in by_path.items():
+        for route in same_path:
+            app.router.add_route(route.method, path, _endpoint(route))
+        app.router.add_route(hdrs.METH_ANY, path,
+                             _method_not_allowed([route.method for route in same_path]))
+
+
+def _method_not_allowed(methods: list[str]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def method_not_allowed(request: web.Request) -> web.Response:
+        raise web.HTTPMethodNotAllowed(request.method, methods)
+
+    return method_not_allowed
 
 
 # ---------------------------------------------------------------------------- answers

@@ -2,8 +2,10 @@
 a cool-down, resume it when a probe gets through.
 
 Closed: every retryable submit failure (throttling, 5xx, a timeout, an unexpected error)
-of a pool is counted; any answer from the provider (a success, or a permanent refusal,
-which proves it is reachable) resets the count. ``failure_threshold`` failures in a row,
+of a pool is counted, once per provider call: submits that waited on one shared call (a
+task definition looked up once for fifty runs) fail with the same exception object, which
+counts once. Any answer from the provider (a success, or a permanent refusal, which
+proves it is reachable) resets the count. ``failure_threshold`` failures in a row,
 across runs, within ``window_seconds`` open the breaker: the pool is paused in the store
 with ``paused_by = "breaker"`` and a reason that ``work-pool ls/inspect`` show, and this
 replica parks its retrying runs of that pool instead of hammering the provider.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +49,9 @@ class BreakerPolicy:
 class _PoolState:
     failures: deque[float] = field(default_factory=deque)  # times of the current streak
     opened_at: float | None = None  # monotonic time this replica saw it open
+    # Errors already counted, held weakly: while any submit still holds one it is the
+    # same failure, and none is kept once every submit that saw it has moved on.
+    counted: weakref.WeakSet[BaseException] = field(default_factory=weakref.WeakSet)
 
 
 class CircuitBreakers:
@@ -78,11 +84,17 @@ class CircuitBreakers:
             state.opened_at = None
             state.failures.clear()
 
-    async def record_failure(self, pool: str, error: str) -> bool:
-        """Count a retryable failure; True if the breaker is open (now or already)."""
+    async def record_failure(self, pool: str, error: str,
+                             cause: BaseException | None = None) -> bool:
+        """Count a retryable failure, once per ``cause`` (the exception raised, when there
+        is one); True if the breaker is open (now or already)."""
         state = self._state(pool)
         if state.opened_at is not None:
             return True
+        if cause is not None:
+            if cause in state.counted:
+                return False
+            state.counted.add(cause)
         now = self.clock()
         state.failures.append(now)
         while state.failures and now - state.failures[0] > self.policy.window_seconds:

@@ -69,6 +69,7 @@ class _Failed:
 
     error: str
     retry_after: float | None = None
+    cause: BaseException | None = None  # the provider's error: one shared call, one failure
 
 
 class _HeldBack:
@@ -314,7 +315,7 @@ class Dispatcher:
             metrics.SUBMITS.labels(pool_type, "throttled" if exc.throttled else "retryable").inc()
             if exc.throttled:
                 metrics.THROTTLES.labels(pool_type).inc()
-            return _Failed(str(exc) or type(exc).__name__, exc.retry_after)
+            return _Failed(str(exc) or type(exc).__name__, exc.retry_after, cause=exc)
         except TimeoutError:
             metrics.SUBMITS.labels(pool_type, "timeout").inc()
             return _Failed(f"no answer within {timeout:g}s")
@@ -333,7 +334,8 @@ class Dispatcher:
             await self._park_or_expire(run, errors, deadline)
             await self.breakers.probe_failed(run.pool_name, failed.error)
             return False
-        breaker_open = await self.breakers.record_failure(run.pool_name, failed.error)
+        breaker_open = await self.breakers.record_failure(run.pool_name, failed.error,
+                                                          failed.cause)
         attempts = counted_attempts(errors)
         delay = backoff_delay(attempts, base=self.settings.submit_backoff_base_seconds,
                               cap=self.settings.submit_backoff_cap_seconds,

@@ -91,6 +91,7 @@ MAX_OVERRIDES_CHARS = 8192  # RunTask's limit on the overrides structure
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 SEEN_TASKS = 20000  # task views kept for logs()
 CANCEL_REASON = "Cancelled by pushpool"
+DEREGISTERS = "deregisters_definition"  # InfraRef.connection: cleanup() may deregister
 _STARTED_BY_UNSAFE = re.compile(r"[^A-Za-z0-9_/-]")
 
 
@@ -113,6 +114,9 @@ class EcsSettings:
     # (no lines, same cursor) and happen on a later poll.
     log_read_rate: float = 10.0
     log_read_burst: float = 20.0
+    # A log stream not there yet is looked for again after this, doubling up to the cap.
+    log_missing_backoff: float = 2.0
+    log_missing_backoff_cap: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EcsSettings:
@@ -192,7 +196,9 @@ class EcsProvider:
             backoff_base=self.settings.backoff_base * 2, backoff_cap=self.settings.backoff_cap)
         self._buckets: dict[Connection, AdaptiveTokenBucket] = {}
         self.network = NetworkDefaults(self.aws)
-        self.log_reader = LogReader(self.aws)
+        self.log_reader = LogReader(self.aws,
+                                    missing_backoff=self.settings.log_missing_backoff,
+                                    missing_backoff_cap=self.settings.log_missing_backoff_cap)
         self._containers: dict[str, str] = {}  # task definition ARN -> first container
         # The last DescribeTasks/RunTask view of each task, so a first logs() call
         # right after a status poll needs no DescribeTasks of its own.
@@ -237,12 +243,14 @@ class EcsProvider:
         conn = await self.aws.resolve(_connection(cfg))
         cluster = cfg.cluster or "default"
         started_by = started_by_for(spec.run_id)
+        # Only then can cleanup() deregister anything, so only then does it look.
+        deregisters = cfg.auto_deregister_task_definition and not cfg.task_definition_arn
         if spec.attempt > 1 or self.settings.find_existing == "always":
             # A crash can fall between RunTask and recording its answer; a retry must
             # adopt that task, not start a second one.
             found = await self._find_existing(conn, cluster, started_by)
             if found is not None:
-                return self._ref(conn, found)
+                return self._ref(conn, found, deregisters)
         request = await self._run_task_request(spec, cfg, conn, cluster, started_by)
         arn = str(request["taskDefinition"])
         self._arns_in_use[arn] += 1
@@ -260,15 +268,16 @@ class EcsProvider:
             if self._arns_in_use[arn] <= 0:
                 del self._arns_in_use[arn]
         self._saw(task)
-        return self._ref(conn, task)
+        return self._ref(conn, task, deregisters)
 
     @staticmethod
-    def _ref(conn: Connection, task: Mapping[str, Any]) -> InfraRef:
+    def _ref(conn: Connection, task: Mapping[str, Any], deregisters: bool) -> InfraRef:
         region = str(conn.region)
         arn, cluster = str(task["taskArn"]), str(task["clusterArn"])
         # The wall-clock time of RunTask tells any later reader that a MISSING task is
         # ECS's read lag rather than a crash, whichever process reads it.
-        facts = {**connection_facts(conn, cluster), "submitted_at": time.time()}
+        facts = {**connection_facts(conn, cluster), "submitted_at": time.time(),
+                 DEREGISTERS: deregisters}
         return InfraRef(make_infra_id(region, cluster, arn), facts,
                         console_url(region, cluster, arn))
 
@@ -303,6 +312,7 @@ class EcsProvider:
                                              region=region, pool_name=spec.pool_name)
                 container = cfg.container_name or DEFAULT_CONTAINER_NAME
                 definition_arn = await self.task_definitions.ensure(conn, body)
+                self.log_reader.learn(definition_arn, body, region)
         except ValueError as exc:
             raise PermanentProviderError(str(exc)) from None
 
@@ -510,7 +520,10 @@ class EcsProvider:
 
     async def cleanup(self, ref: InfraRef) -> None:
         """Deregister the run's task definition if it is marked for it and no task of
-        its family still runs in the cluster."""
+        its family still runs in the cluster. A run of a pool that does not deregister
+        costs no call (references from before ``DEREGISTERS`` look, as they did)."""
+        if (ref.connection or {}).get(DEREGISTERS) is False:
+            return
         conn, _, cluster, arn = connection_of(ref)
         cluster_ref = _cluster_ref(arn, cluster)
         task = await self._describe_one(conn, cluster_ref, arn)
@@ -554,29 +567,35 @@ class EcsProvider:
 
     async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
         """One page of the task's CloudWatch log stream after ``cursor`` (see ``logs``);
-        one GetLogEvents per call, ``log_page_size`` lines at most."""
+        at most one GetLogEvents per call, ``log_page_size`` lines at most."""
         conn, _, cluster, arn = connection_of(ref)
         budget = self._log_buckets.get(conn)
         if budget is None:
             budget = AdaptiveTokenBucket(self.settings.log_read_rate,
                                          self.settings.log_read_burst, min_rate=0.5)
             self._log_buckets[conn] = budget
-        if not budget.try_acquire():
-            return LogBatch([], cursor)  # over the GetLogEvents budget: next poll
-        cluster_ref = _cluster_ref(arn, cluster)
+
+        spent = False
+
+        def spend() -> bool:
+            nonlocal spent
+            spent = budget.try_acquire()
+            return spent
 
         async def describe() -> Mapping[str, Any] | None:
-            return self._seen.get(arn) or await self._describe_one(conn, cluster_ref, arn)
+            return await self._describe_one(conn, _cluster_ref(arn, cluster), arn)
 
         try:
-            batch = await self.log_reader.read(conn, arn, cursor, describe,
-                                               self.settings.log_page_size)
+            batch = await self.log_reader.read(
+                conn, arn, cursor, seen=self._seen.get(arn), describe_task=describe,
+                may_call=spend, page_size=self.settings.log_page_size)
         except RetryableProviderError as exc:
             if not exc.throttled:
                 raise
             budget.on_throttle()
             return LogBatch([], cursor)
-        budget.on_success()
+        if spent:
+            budget.on_success()
         return batch
 
     # ------------------------------------------------------------------ events

@@ -28,6 +28,8 @@ POOL_TAG = "pushpool:pool"
 _FAMILY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _TAG_UNSAFE = re.compile(r"[^\w .:/=+\-@]+")
 MAX_TAGS = 50
+MEMORY_KEYS = ("memory", "memoryReservation")
+MIN_MEMORY_RESERVATION = 6  # MiB, the least ECS accepts
 
 
 def default_family(pool_name: str) -> str:
@@ -84,6 +86,7 @@ def build_task_definition(cfg: EcsConfig, *, image: str, cpu: int, memory: int, 
     body["cpu"], body["memory"] = str(cpu), str(memory)
     container_body = _container(body, cfg.container_name or DEFAULT_CONTAINER_NAME)
     container_body["image"] = image
+    _reserve_task_memory(body, container_body, memory)
     tags = {POOL_TAG: pool_name, **cfg.tags, **raw_tags}
     if cfg.auto_deregister_task_definition:
         tags[AUTO_DEREGISTER_TAG] = "true"
@@ -129,6 +132,30 @@ def _container(body: dict[str, Any], name: str) -> dict[str, Any]:
         if container.get("name") == name:
             return container
     raise PermanentProviderError(f"container_name: no container named {name!r}")
+
+
+def _reserve_task_memory(body: dict[str, Any], container: dict[str, Any], memory: int) -> None:
+    """Give the flow's container a soft memory limit of what the task has left over.
+
+    Fargate needs memory only at task level, but moto's RunTask fails (HTTP 500) on a
+    container with neither ``memory`` nor ``memoryReservation``; a reservation of the
+    task's memory is valid on AWS and changes nothing there. A container that sets
+    either itself keeps it.
+    """
+    if any(key in container for key in MEMORY_KEYS):
+        return
+    others = sum(_container_memory(c) for c in body["containerDefinitions"]
+                 if c is not container)
+    if memory - others >= MIN_MEMORY_RESERVATION:
+        container["memoryReservation"] = memory - others
+
+
+def _container_memory(container: Mapping[str, Any]) -> int:
+    for key in ("memoryReservation", "memory"):  # the soft limit is what the task holds
+        value = container.get(key)
+        if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+            return int(value)
+    return 0
 
 
 def _drop_empty(value: Any) -> Any:
@@ -225,9 +252,12 @@ class TaskDefinitions:
             arn = await retrying(register, attempts=self.register_attempts,
                                  base=self.backoff_base, cap=self.backoff_cap)
         except RetryableProviderError as exc:
+            # Say what happened: throttling, or a 5xx or a dropped connection, each time.
+            what = ("is being throttled" if exc.throttled
+                    else f"failed {self.register_attempts} times in a row")
             raise RetryableProviderError(
-                f"registering task definition family {body['family']} is being throttled; "
-                f"will retry ({exc})", throttled=exc.throttled, retry_after=2.0) from exc
+                f"registering task definition family {body['family']} {what}; will retry "
+                f"({exc})", throttled=exc.throttled, retry_after=2.0) from exc
         self.registered += 1
         return arn
 

@@ -68,7 +68,10 @@ class EcsMotoHarness:
             base = int(time.time() * 1000)
             logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[
                 {"timestamp": base + i, "message": line} for i, line in enumerate(job.lines)])
-        if job.exit_code is not None:
+        if job.exit_code is None:  # the container runs (awslogs writes only then)
+            self.server.set_outcome(arn, lastStatus="RUNNING",
+                                    containers=[{"lastStatus": "RUNNING"}])
+        else:
             self.server.set_outcome(arn, lastStatus="STOPPED",
                                     stopCode="EssentialContainerExited",
                                     stoppedReason="Essential container in task exited",
