@@ -1,8 +1,8 @@
 """``pushpool``: the command line. Typer + Rich, and it talks only to the HTTP API.
 
 The command groups live in pools (work-pool, work-queue), deployments (deployment), runs
-(run) and webhooks (webhook); this module holds the root, ``deploy`` (pushpool.yaml) and
-``server start``.
+(run), webhooks (webhook) and serverless (tick, serverless package); this module holds
+the root, ``deploy`` (pushpool.yaml) and ``server start``.
 Start-up budget: ``pushpool --help`` under 300 ms, so httpx, yaml, pydantic, rich.table and the
 server are imported inside the commands that need them, and help is plain text (Typer's Rich
 help formatter alone costs ~150 ms).
@@ -25,6 +25,8 @@ from dispatcher.cli.output import (
 )
 from dispatcher.cli.pools import pool_app, queue_app
 from dispatcher.cli.runs import run_app
+from dispatcher.cli.serverless import serverless_app
+from dispatcher.cli.serverless import tick as tick_command
 from dispatcher.cli.webhooks import webhook_app
 from dispatcher.client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
 
@@ -53,6 +55,8 @@ app.add_typer(queue_app, name="work-queue")
 app.add_typer(deployment_app, name="deployment")
 app.add_typer(run_app, name="run")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(serverless_app, name="serverless")
+app.command("tick")(tick_command)
 
 
 def _print_version(value: bool) -> None:
