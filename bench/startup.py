@@ -1,6 +1,8 @@
 """Start-up benchmark: `pushpool --help` wall time, the import time of each provider
 adapter (every pool type in providers.registry.KNOWN_PROVIDERS, so a new adapter is
-measured as soon as it is registered), and a server's time from start to answering.
+measured as soon as it is registered), a server's time from start to answering, each
+cloud-function handler's cold import, and the Lambda handler's first event (a tick with
+nothing due, which opens the store) with the cloud SDKs it loaded (none).
 
 Each measurement runs in a fresh interpreter. Adapter imports are timed twice: cold (the
 adapter and everything under it) and on top of what the dispatcher has already imported
@@ -108,6 +110,56 @@ def adapter_imports(repeat: int) -> list[dict[str, Any]]:
     return out
 
 
+TRIGGER_PROBE = """
+import json, os, sys, time
+t0 = time.perf_counter()
+from dispatcher.triggers.aws_lambda import handler
+imported = time.perf_counter()
+class Context:
+    def get_remaining_time_in_millis(self): return 30_000
+handler({"pushpool": "tick"}, Context())
+done = time.perf_counter()
+clouds = [m for m in ("boto3", "google.cloud", "azure", "modal") if m in sys.modules]
+print(json.dumps({"import_ms": (imported - t0) * 1000, "first_ms": (done - imported) * 1000,
+                  "sdks": clouds}))
+"""
+TRIGGER_MODULES = ("dispatcher.triggers.aws_lambda", "dispatcher.triggers.gcp",
+                   "dispatcher.triggers.azure")
+
+
+def trigger_imports(repeat: int) -> list[dict[str, Any]]:
+    """Each cloud-function module's cold import (a fresh interpreter each time)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = []
+    for module in TRIGGER_MODULES:
+        samples = []
+        for _ in range(repeat):
+            done = subprocess.run([sys.executable, "-c", IMPORT_PROBE, module, "cold"],
+                                  capture_output=True, text=True, env=env, cwd=str(ROOT),
+                                  check=False)
+            answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout else {}
+            if "ms" in answer:
+                samples.append(answer["ms"])
+        out.append({"module": module, "cold_ms": percentiles(samples) if samples else None})
+    return out
+
+
+def trigger_first_event(repeat: int, database_url: str) -> dict[str, Any]:
+    """The Lambda handler's import, then its first tick with nothing due, cold."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PUSHPOOL_DATABASE_URL": database_url,
+           "PUSHPOOL_TICK_ALLOW_SQLITE": "1"}
+    imports, firsts, sdks = [], [], set()
+    for _ in range(repeat):
+        done = subprocess.run([sys.executable, "-c", TRIGGER_PROBE], capture_output=True,
+                              text=True, env=env, cwd=str(ROOT), check=True)
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        imports.append(answer["import_ms"])
+        firsts.append(answer["first_ms"])
+        sdks.update(answer["sdks"])
+    return {"import_ms": percentiles(imports), "first_event_ms": percentiles(firsts),
+            "cloud_sdks_loaded": sorted(sdks)}
+
+
 def server_start(repeat: int) -> dict[str, float]:
     times = []
     for _ in range(repeat):
@@ -122,6 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--trigger-database-url",
+                        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
+                        help="The store the Lambda handler's first tick reads")
     args = parser.parse_args()
     print("benchmarking start-up ...", flush=True)
     wall_ms([str(PUSHPOOL), "--help"], 1)  # warm the OS file cache and .pyc files
@@ -130,6 +185,8 @@ def main() -> None:
     heaviest = heaviest_imports(["-c", "import dispatcher.cli"])
     adapters = adapter_imports(max(3, args.repeat // 2))
     start = server_start(max(2, args.repeat // 4))
+    triggers = trigger_imports(max(3, args.repeat // 2))
+    first = trigger_first_event(max(3, args.repeat // 2), args.trigger_database_url)
     print_table("Start-up (ms, wall clock)", ["command", "runs", "p50", "p95", "max"], [
         ["pushpool --help", help_ms["n"], help_ms["p50"], help_ms["p95"], help_ms["max"]],
         ["python -c pass (interpreter alone)", python_ms["n"], python_ms["p50"],
@@ -143,6 +200,15 @@ def main() -> None:
                 [[a["pool_type"], a["module"],
                   a.get("cold_ms", {}).get("p50", "-"), a.get("warm_ms", {}).get("p50", "-"),
                   a.get("error", "")] for a in adapters])
+    print_table("Cloud-function handlers (ms, cold)", ["module", "p50", "p95", "max"],
+                [[t["module"], *((t["cold_ms"] or {}).get(k, "-") for k in
+                                 ("p50", "p95", "max"))] for t in triggers])
+    print_table("Lambda handler, first event: a tick with nothing due (ms)",
+                ["measure", "p50", "p95", "max"],
+                [["import", first["import_ms"]["p50"], first["import_ms"]["p95"],
+                  first["import_ms"]["max"]],
+                 ["first tick (connect, migrate check, pass)", first["first_event_ms"]["p50"],
+                  first["first_event_ms"]["p95"], first["first_event_ms"]["max"]]])
     summary = [summary_row("pushpool --help, median", help_ms["p50"], "ms",
                            f"< {HELP_TARGET_MS:g} ms", help_ms["p50"] < HELP_TARGET_MS)]
     for a in adapters:
@@ -150,10 +216,17 @@ def main() -> None:
             summary.append(summary_row(f"import {a['module']} (after providers.base)",
                                        a["warm_ms"]["p50"], "ms"))
     summary.append(summary_row("server start -> answering, median", start["p50"], "ms"))
+    for t in triggers:
+        if t["cold_ms"]:
+            summary.append(summary_row(f"import {t['module']}, median", t["cold_ms"]["p50"],
+                                       "ms", "< 300 ms", t["cold_ms"]["p50"] < 300))
+    summary.append(summary_row("Lambda first tick, nothing due, median",
+                               first["first_event_ms"]["p50"], "ms"))
     print_summary("Start-up targets", summary)
     path = write_json("startup", {"help_ms": help_ms, "python_ms": python_ms,
                                   "heaviest_imports": heaviest, "adapters": adapters,
-                                  "server_start_ms": start, "summary": summary,
+                                  "server_start_ms": start, "triggers": triggers,
+                                  "trigger_first_event": first, "summary": summary,
                                   "args": vars(args)})
     print(f"wrote {path}")
 

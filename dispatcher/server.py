@@ -81,10 +81,10 @@ async def serve(settings: Settings, host: str, port: int,
     """Run until SIGINT or SIGTERM; StartFailure if the store or the port is unusable."""
     from dispatcher.api.app import create_app
     from dispatcher.engine.engine import Engine
+    from dispatcher.engine.tick import register_extra_providers
     from providers import registry
 
-    for pool_type, module in settings.extra_providers.items():
-        registry.register_provider(pool_type, module)
+    register_extra_providers(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

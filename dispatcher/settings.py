@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     scheduler_max_runs: int = Field(default=100, ge=1)
     scheduler_horizon_seconds: float = Field(default=3600.0, gt=0)
     cancel_grace_seconds: float = Field(default=10.0, ge=0)
+    # Serverless ticks (engine/tick.py)
+    tick_max_seconds: float = Field(
+        default=50.0, gt=0, description="Longest tick where the platform tells no remaining "
+                                        "time (Google, Azure, cron); under the timer period")
+    tick_allow_sqlite: bool = Field(
+        default=False, description="Let ticks run on SQLite (tests, one VM): functions share "
+                                   "no file, so the serverless store is PostgreSQL")
     log_level: str = "INFO"
     extra_providers: dict[str, str] = Field(
         default_factory=dict,

@@ -245,6 +245,15 @@ class EventSource(Protocol):
                      shared_secret: str | None) -> EventDelivery: ...
 
 
+@runtime_checkable
+class TrustedEventSource(Protocol):
+    """An adapter whose cloud can hand its events to a function directly (EventBridge
+    invoking a Lambda function): the platform authenticated them, so no shared secret is
+    checked. Malformed events raise ``ValueError``, as for ``EventSource``."""
+
+    def parse_trusted_event(self, event: Mapping[str, Any]) -> EventDelivery: ...
+
+
 COMMON_VARIABLES: dict[str, Any] = {
     "image": {"type": ["string", "null"], "title": "Image", "default": None,
               "description": "Container image to run."},

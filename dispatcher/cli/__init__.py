@@ -2,8 +2,8 @@
 ``secrets rotate-key``, which works on the store and its key, see cli/secrets.py).
 
 The command groups live in pools (work-pool, work-queue), deployments (deployment), runs
-(run), webhooks (webhook) and secrets; this module holds the root, ``deploy``
-(pushpool.yaml) and ``server start``.
+(run), webhooks (webhook), secrets and serverless (tick, serverless package); this module
+holds the root, ``deploy`` (pushpool.yaml) and ``server start``.
 Start-up budget: ``pushpool --help`` under 300 ms, so httpx, yaml, pydantic, rich.table and the
 server are imported inside the commands that need them, and help is plain text (Typer's Rich
 help formatter alone costs ~150 ms).
@@ -27,6 +27,8 @@ from dispatcher.cli.output import (
 from dispatcher.cli.pools import pool_app, queue_app
 from dispatcher.cli.runs import run_app
 from dispatcher.cli.secrets import secrets_app
+from dispatcher.cli.serverless import serverless_app
+from dispatcher.cli.serverless import tick as tick_command
 from dispatcher.cli.webhooks import webhook_app
 from dispatcher.client import ApiError, ApiTransportError, ApiUnreachable, client_from_env
 
@@ -56,6 +58,8 @@ app.add_typer(deployment_app, name="deployment")
 app.add_typer(run_app, name="run")
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(serverless_app, name="serverless")
+app.command("tick")(tick_command)
 
 
 def _print_version(value: bool) -> None:

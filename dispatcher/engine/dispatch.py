@@ -118,6 +118,14 @@ class Dispatcher:
     def is_in_flight(self, run_id: str) -> bool:
         return run_id in self._in_flight
 
+    async def wait_in_flight(self, seconds: float) -> int:
+        """Wait until one submit in flight ends, or ``seconds`` pass; answer how many
+        are still in flight (a serverless tick's bounded pass, engine/tick.py)."""
+        tasks = [task for task in self._in_flight.values() if not task.done()]
+        if tasks and seconds > 0:
+            await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        return sum(not task.done() for task in self._in_flight.values())
+
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._claim_loop(), name="claim-loop"),
                        asyncio.create_task(self._record_loop(), name="record-loop"),

@@ -66,12 +66,16 @@ class Engine:
 
     async def start(self) -> None:
         log.info("engine %s starting", self.owner)
-        secret = self.settings.secret_key
-        self._run_token_key = await store.run_token_key(
-            self.db, secret.get_secret_value() if secret else None)
+        await self.load_run_token_key()
         await self.scheduler.start()
         await self.dispatcher.start()
         await self.watcher.start()
+
+    async def load_run_token_key(self) -> None:
+        """Read the key that signs run tokens (start() does; a serverless tick too)."""
+        secret = self.settings.secret_key
+        self._run_token_key = await store.run_token_key(
+            self.db, secret.get_secret_value() if secret else None)
 
     async def stop(self) -> None:
         log.info("engine %s stopping", self.owner)

@@ -65,6 +65,7 @@ from providers.ecs.events import (
     make_infra_id,
     missing_status,
     parse_delivery,
+    parse_event,
     parse_infra_id,
     task_id,
     task_status,
@@ -605,6 +606,10 @@ class EcsProvider:
         """EventBridge "ECS Task State Change" events, as an API destination delivers
         them, authenticated by the shared secret header (see ``events``)."""
         return parse_delivery(headers, body, shared_secret=shared_secret)
+
+    def parse_trusted_event(self, event: Mapping[str, Any]) -> EventDelivery:
+        """An event EventBridge handed to a Lambda function itself: AWS authenticated it."""
+        return parse_event(event)
 
     # ------------------------------------------------------------------ provisioning
 

@@ -183,6 +183,12 @@ def parse_delivery(headers: Mapping[str, str], body: bytes, *,
         event = json.loads(body or b"null")
     except ValueError:
         raise ValueError("body: not JSON; send the EventBridge event as it is") from None
+    return parse_event(event)
+
+
+def parse_event(event: Any) -> EventDelivery:
+    """One EventBridge event, already authenticated (by the shared secret of an HTTP
+    delivery, or by AWS itself when EventBridge invokes a Lambda function with it)."""
     if not isinstance(event, dict):
         raise ValueError("body: expected an EventBridge event (a JSON object)")
     missing = [k for k in ("source", "detail-type", "detail") if k not in event]
