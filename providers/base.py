@@ -82,6 +82,11 @@ class JobSpec:
     attempt: int = 1
     pool_name: str = ""
     deployment_id: str | None = None
+    # An earlier call may have made this attempt's job: a retry after a failed or timed-out
+    # submit, or a run taken up again after a crash or a hand-back. Only then must an
+    # adapter whose create is not idempotent by itself look for that job first; the
+    # dispatcher's first call of a fresh claim can skip the lookup.
+    retried: bool = False
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,11 @@ async def test_a_retried_submit_adopts_the_execution_of_a_lost_answer(
         fake: FakeGoogle, provider: CloudRunProvider) -> None:
     spec = spec_for(fake, "lost-1")
     first = await provider.submit(spec)
+    assert fake.server.calls["executions.list"] == 0  # a first call looks for nothing
     # The dispatcher crashed before recording ``first``: another process tries again.
     other = make_provider()
     try:
-        again = await other.submit(spec)
+        again = await other.submit(dataclasses.replace(spec, retried=True))
     finally:
         await other.close()
     assert again.infra_id == first.infra_id
@@ -91,7 +92,8 @@ async def test_adoption_looks_past_the_first_page(fake: FakeGoogle) -> None:
         early = await provider.submit(spec_for(fake, "paged-0"))
         await asyncio.gather(*(provider.submit(spec_for(fake, f"paged-{i}"))
                                for i in range(1, 9)))
-        again = await provider.submit(spec_for(fake, "paged-0"))
+        again = await provider.submit(dataclasses.replace(spec_for(fake, "paged-0"),
+                                                          retried=True))
         assert again.infra_id == early.infra_id
         assert fake.server.calls["jobs.run"] == 9
     finally:

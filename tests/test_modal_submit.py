@@ -3,10 +3,10 @@ adopting its sandbox, explicit clients per pool, where the token and server come
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
-from grpclib import Status
 
 from providers.base import InfraPhase, InfraRef, PermanentProviderError
 from providers.modal import ModalProvider, console_url
@@ -70,7 +70,7 @@ async def test_a_retried_submit_adopts_the_sandbox_it_made(modal_fake: FakeModal
     first = await make_provider().submit(spec)
     modal_fake.finish(first.infra_id, 0)  # even after the sandbox ended
     again = make_provider()
-    second = await again.submit(spec)
+    second = await again.submit(dataclasses.replace(spec, retried=True))
     assert second.infra_id == first.infra_id
     assert modal_fake.count("SandboxCreateV2") == 1
     assert len(modal_fake.sandboxes_tagged(**{RUN_TAG: "run-retry"})) == 1
@@ -82,9 +82,8 @@ async def test_a_concurrent_submit_that_lost_the_name_adopts_the_winner(
         modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
     spec = spec_for(modal_fake, "run-race")
     first = await modal_provider.submit(spec)
-    # The other submit looked before the first one created: its lookup misses, its
-    # create collides on the name, and it adopts the first sandbox.
-    modal_fake.fail_next("SandboxGetFromNameV2", Status.NOT_FOUND, "Sandbox not found")
+    # Another first call of the same attempt looks for nothing: its create collides on
+    # the name, and it adopts the first sandbox.
     second = await make_provider().submit(spec)
     assert second.infra_id == first.infra_id
     assert modal_fake.count("SandboxCreateV2") == 2  # one made it, one was refused
@@ -173,7 +172,7 @@ async def test_a_retried_submit_adopts_a_gpu_sandbox_that_already_finished(
     await first.close()
     modal_fake.finish(ref.infra_id, 0)  # ended before the dispatcher stored the reference
     retry = make_provider()  # a fresh process, as after a crash
-    again = await retry.submit(spec)
+    again = await retry.submit(dataclasses.replace(spec, retried=True))
     assert again.infra_id == ref.infra_id
     assert modal_fake.count("SandboxCreate") == 1  # no second sandbox
     assert (await retry.status(again)).phase is InfraPhase.SUCCEEDED

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
@@ -267,7 +268,8 @@ class Dispatcher:
             seconds=run.submit_deadline_seconds)
         first_call = not run.reclaimed and not errors  # the dispatch latency is measured once
         while True:
-            outcome = await self._attempt(run, spec, provider, first_call)
+            call = spec if first_call else dataclasses.replace(spec, retried=True)
+            outcome = await self._attempt(run, call, provider, first_call)
             first_call = False
             if isinstance(outcome, _HeldBack):
                 await self._hand_back([run], _waiting(run), errors)

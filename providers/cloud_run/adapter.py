@@ -268,9 +268,10 @@ class CloudRunProvider:
 
     async def _start(self, conn: Connection, job_name: str, spec: JobSpec,
                      overrides: dict[str, Any]) -> str:
-        found = await self._find_attempt(conn, job_name, spec.run_id, spec.attempt)
-        if found is not None:
-            return found
+        if spec.retried:  # an earlier call may have started it: adopt, never start twice
+            found = await self._find_attempt(conn, job_name, spec.run_id, spec.attempt)
+            if found is not None:
+                return found
         return await self._run_job(conn, job_name, overrides)
 
     def _ref(self, conn: Connection, execution: str, cfg: CloudRunConfig) -> InfraRef:
@@ -394,7 +395,7 @@ class CloudRunProvider:
         """An execution of this job started for this run attempt (an earlier try whose
         answer was lost), searched in the job's most recent executions.
 
-        Every submit does this, so it reads the list over plain REST with a partial
+        A retried submit does this, so it reads the list over plain REST with a partial
         response (``fields``: name, createTime, the containers' env) and ``json.loads``:
         the SDK's pager would parse each whole Execution into a proto (about 0.6 ms of
         CPU apiece, the bulk of a submit's cost)."""

@@ -246,7 +246,7 @@ class EcsProvider:
         started_by = started_by_for(spec.run_id)
         # Only then can cleanup() deregister anything, so only then does it look.
         deregisters = cfg.auto_deregister_task_definition and not cfg.task_definition_arn
-        if spec.attempt > 1 or self.settings.find_existing == "always":
+        if spec.retried or spec.attempt > 1 or self.settings.find_existing == "always":
             # A crash can fall between RunTask and recording its answer; a retry must
             # adopt that task, not start a second one.
             found = await self._find_existing(conn, cluster, started_by)

@@ -175,7 +175,8 @@ class ModalProvider:
         try:
             client = await self.clients.client(conn)
             app = await self.clients.app(conn)
-            sandbox = await self._find(conn, client, spec, cfg)
+            # A first call skips the lookup: a same-named create that loses a race adopts.
+            sandbox = await self._find(conn, client, spec, cfg) if spec.retried else None
             if sandbox is None:
                 sandbox = await self._create(conn, client, app, spec, cfg, command)
             return app, sandbox

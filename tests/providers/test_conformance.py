@@ -86,7 +86,8 @@ async def test_a_retried_submit_returns_the_same_job(harness: ProviderHarness) -
     run_id = new_run()
     spec = harness.job_spec(run_id, 1, Job(exit_code=None))
     first = await harness.new_provider().submit(spec)
-    again = await harness.new_provider().submit(spec)  # as after a crash before recording
+    # As after a crash before recording: the dispatcher marks the call as a retry.
+    again = await harness.new_provider().submit(dataclasses.replace(spec, retried=True))
     assert again.infra_id == first.infra_id
     assert await harness.count_jobs(run_id) == 1
     await harness.new_provider().cancel(stored(first), grace_seconds=1)
