@@ -6,7 +6,7 @@ bench/results/all.json. The default sizes keep the whole run to roughly ten minu
 2 cores; ``--full`` uses the target sizes (100,000 deployments and 1,000,000 runs, both
 stores), which takes several times longer. Usage:
 
-    python bench/run_all.py [--full] [--only startup,dispatch,schedule,scale,providers]
+    python bench/run_all.py [--full] [--only startup,dispatch,schedule,scale,providers,recovery]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def plan(full: bool, postgres: bool) -> list[tuple[str, list[str], str]]:
                                  else ["--deployments", "10000", "--runs", "100000"])],
          "scale-sqlite"),
         ("providers", ["providers.py"], "providers"),
+        ("recovery", ["recovery.py", "--repeat", "3"], "recovery"),
     ]
     if full and postgres:
         runs.insert(3, ("schedule-postgresql", ["schedule.py", "--deployments", "1000",

@@ -14,6 +14,8 @@ import uuid
 
 from dispatcher import run_tokens, store
 from dispatcher.engine.dispatch import Dispatcher
+from dispatcher.engine.heartbeat import Heartbeats
+from dispatcher.engine.replica_id import replica_identity
 from dispatcher.engine.scheduler import Scheduler
 from dispatcher.engine.watcher import Watcher
 from dispatcher.settings import Settings
@@ -37,6 +39,10 @@ class Engine:
         self.watcher = Watcher(db, settings, is_in_flight=self.dispatcher.is_in_flight,
                                on_final=self.dispatcher.wake)
         self.scheduler = Scheduler(db, settings, on_new_runs=self.dispatcher.wake)
+        self.identity = replica_identity(settings.resolved_home(), settings.replica_id)
+        self.heartbeats = Heartbeats(db, self.owner, self.identity.replica_id,
+                                     settings.heartbeat_timeout_seconds,
+                                     on_freed=self.dispatcher.wake)
         self._run_token_key: bytes | None = None  # read in start()
 
     def _identity_env(self, run: ClaimedRun, timeout: int | None) -> dict[str, str]:
@@ -65,10 +71,11 @@ class Engine:
         self.watcher.wake()
 
     async def start(self) -> None:
-        log.info("engine %s starting", self.owner)
+        log.info("engine %s (replica %s) starting", self.owner, self.identity.replica_id)
         secret = self.settings.secret_key
         self._run_token_key = await store.run_token_key(
             self.db, secret.get_secret_value() if secret else None)
+        await self.heartbeats.start()
         await self.scheduler.start()
         await self.dispatcher.start()
         await self.watcher.start()
@@ -78,3 +85,5 @@ class Engine:
         await self.scheduler.stop()
         await self.dispatcher.stop()
         await self.watcher.stop()
+        await self.heartbeats.stop()  # what is still claimed is claimable at once
+        self.identity.release()

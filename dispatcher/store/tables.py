@@ -243,3 +243,13 @@ server_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created", UTCDateTime, nullable=False),
 )
+
+# The dispatcher replicas running now (store/replicas.py): one row per server process, by
+# the name it holds leases under; ``replica_id`` stays the same across its restarts.
+replicas = Table(
+    "replicas", metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("replica_id", String(100), nullable=False, index=True),
+    Column("started", UTCDateTime, nullable=False),
+    Column("heartbeat", UTCDateTime, nullable=False),
+)
