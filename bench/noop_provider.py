@@ -4,7 +4,9 @@ Every submit is recorded and answered at once; every run is SUCCEEDED as soon as
 asked about. The benchmark registers it with
 ``providers.registry.register_provider("noop", "bench.noop_provider")`` and reads
 ``PROVIDER.submissions`` to measure dispatch latency and to check that no run was
-submitted twice (``PROVIDER.duplicates``).
+submitted twice (``PROVIDER.duplicates``). ``PUSHPOOL_NOOP_SUBMIT_SECONDS`` makes each submit
+take that long after it is logged (a cloud that is slow to answer: bench/recovery.py kills
+a server while its submits wait).
 """
 
 from __future__ import annotations
@@ -116,4 +118,4 @@ class NoopProvider:
             self._log = None
 
 
-PROVIDER = NoopProvider()
+PROVIDER = NoopProvider(float(os.environ.get("PUSHPOOL_NOOP_SUBMIT_SECONDS") or 0))

@@ -7,7 +7,7 @@ bench/results/all.json. The default sizes keep the whole run to roughly ten minu
 stores), which takes several times longer. Usage:
 
     python bench/run_all.py [--full]
-        [--only startup,dispatch,schedule,scale,providers,cloud-dispatch]
+        [--only startup,dispatch,schedule,scale,providers,cloud-dispatch,recovery]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def plan(full: bool, postgres: bool) -> list[tuple[str, list[str], str]]:
         ("providers", ["providers.py"], "providers"),
         ("cloud-dispatch", ["cloud_dispatch.py", "--seconds", "10" if full else "5"],
          "cloud_dispatch"),
+        ("recovery", ["recovery.py", "--repeat", "3"], "recovery"),
     ]
     if full and postgres:
         runs.insert(3, ("schedule-postgresql", ["schedule.py", "--deployments", "1000",

@@ -101,7 +101,9 @@ async def serve(settings: Settings, host: str, port: int,
         await check_key(db)  # its first write, when the store is new: the key check
     except SecretDecryptError as exc:
         await db.close()
-        raise start_failures.StartFailure(f"not starting: {exc}", 1) from None
+        raise start_failures.StartFailure(
+            f"not starting: {exc} (replicas that share one database must all be given the "
+            "same PUSHPOOL_SECRET_KEY)", 1) from None
     except Exception as exc:
         await db.close()
         raise start_failures.store_failure(exc, url) from None

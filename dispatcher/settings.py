@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     # Engine
     claim_batch_size: int = Field(default=200, ge=1)
     lease_seconds: float = Field(default=60.0, gt=0, description="How long a claim holds a run")
+    replica_id: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="This server's replica id, kept across restarts (default: one kept in "
+                    "PUSHPOOL_HOME); unique among live replicas")
+    heartbeat_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="A replica silent this long is taken for dead and "
+                                        "its claimed runs are resubmitted by the others")
     submit_concurrency: int = Field(default=64, ge=1)
     claim_ahead_seconds: float = Field(
         default=2.0, ge=0, description="Claim runs this long before they are due, so the "

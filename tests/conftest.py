@@ -105,6 +105,31 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
         await database.close()
 
 
+def truncate_postgres(url: str) -> None:
+    """Empty every table of the PostgreSQL store at ``url`` (a session shares one)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as conn:
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+    _run_sync(run())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Server settings for each store: a server process's embedded SQLite, or the test
+    session's PostgreSQL database, emptied."""
+    if request.param == "sqlite":
+        return {}  # the embedded default under the server's PUSHPOOL_HOME
+    url = request.getfixturevalue("postgres_url")
+    truncate_postgres(url)
+    return {"PUSHPOOL_DATABASE_URL": url}
+
+
 @pytest.fixture
 def sqlite_db_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"

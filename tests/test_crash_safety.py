@@ -30,9 +30,9 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
-from dispatcher.store.tables import metadata, runs
+from dispatcher.store.tables import runs
 from tests.fakes.ledger_provider import INFRA_PREFIX, Ledger, count_lines, read_ledger
 from tests.fakes.pushpool_server import ServerProcess
 
@@ -233,30 +233,6 @@ def assert_no_doubled_history(summary: dict[str, Any]) -> None:
     assert not summary["doubled_history"], (
         f"{len(summary['doubled_history'])} run(s) record their submission twice in their "
         f"history, e.g. {summary['doubled_history'][0]}")
-
-
-def truncate_postgres(url: str) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    from tests.conftest import _run_sync
-
-    async def run() -> None:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            names = ", ".join(t.name for t in metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await engine.dispose()
-
-    _run_sync(run())
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {}  # the embedded default under the server's PUSHPOOL_HOME
-    url = request.getfixturevalue("postgres_url")
-    truncate_postgres(url)
-    return {"PUSHPOOL_DATABASE_URL": url}
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from providers.base import (
 )
 from providers.process import PROVIDER, ProcessProvider, job_env, runs_root
 from providers.process import supervisor as sup
+from providers.process.adapter import CRASH_AFTER_ENV, LAUNCH_STEPS
 
 DEADLINE = 10.0
 
@@ -429,6 +431,68 @@ async def test_job_survives_ctrl_c_of_the_dispatcher(runs: Runs, tmp_path: Path)
     go.touch()
     assert (await runs.final(infra_id)).phase == InfraPhase.SUCCEEDED
     assert [line.message for line in await runs.all_logs(infra_id)] == ["done"]
+
+
+# A submitter that dies mid-launch: the fault-injection point kills it after each step.
+CUT_SHORT_SUBMIT = """
+import asyncio, json, sys
+from providers.base import JobSpec
+from providers.process import PROVIDER
+
+asyncio.run(PROVIDER.submit(JobSpec(**json.loads(sys.argv[1]))))
+"""
+
+
+def counting_job(job_name: str, ledger: Path) -> JobSpec:
+    """A job that appends one line to ``ledger`` each time it runs."""
+    return spec(job_name, "sh", "-c", 'echo ran >> "$LEDGER"', env={"LEDGER": str(ledger)})
+
+
+@pytest.mark.parametrize("step", LAUNCH_STEPS)
+async def test_a_launch_cut_short_at_any_step_runs_the_job_once_on_resubmit(
+        runs: Runs, tmp_path: Path, step: str) -> None:
+    ledger = tmp_path / "ledger"
+    job = counting_job(f"cut-{step.replace('_', '-')}", ledger)
+    submitter = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CUT_SHORT_SUBMIT, json.dumps(dataclasses.asdict(job)),
+        env={**os.environ, CRASH_AFTER_ENV: step}, cwd=Path(__file__).parent.parent)
+    assert await asyncio.wait_for(submitter.wait(), DEADLINE) == -signal.SIGKILL
+    infra_id = await runs.submit(job)  # the retry of a dispatcher that came back
+    assert await runs.final(infra_id) == InfraStatus(InfraPhase.SUCCEEDED, 0)
+    await runs.submit(job)  # and once more, after the job ended: nothing runs again
+    assert ledger.read_text() == "ran\n"
+    assert not (Path(infra_id) / sup.PAYLOAD_FILE).exists()  # the env is off the disk
+
+    async def supervisors_gone() -> bool:  # a superseded one, if any, gave up at once
+        return not supervisors_for(infra_id)
+    await wait_for(supervisors_gone, "every supervisor of the run to exit")
+
+
+async def test_a_supervisor_of_a_superseded_launch_does_nothing(runs: Runs,
+                                                                tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger"
+    infra_id = await runs.submit(counting_job("superseded", ledger))
+    await runs.final(infra_id)
+    run_dir = Path(infra_id)
+    before = sorted(p.name for p in run_dir.iterdir())
+    for launch_id in ("an-older-launch", json.loads((run_dir / sup.LAUNCH_FILE).read_text())
+                      ["launch_id"]):  # another launch's, and this one's, already taken
+        late = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", sup.__file__, infra_id, launch_id,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(late.communicate(), DEADLINE)
+        assert late.returncode == 0 and b"nothing to do" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    assert ledger.read_text() == "ran\n"
+
+
+async def test_run_files_are_private_to_their_owner(runs: Runs) -> None:
+    infra_id = await runs.submit(spec("private", "sleep", "30", env={"TOKEN": "s3cret"}))
+    await runs.running(infra_id)
+    for path in Path(infra_id).iterdir():
+        if path.is_file():
+            assert path.stat().st_mode & 0o077 == 0, path.name
+    assert Path(infra_id).stat().st_mode & 0o077 == 0
 
 
 async def test_killed_supervisor_means_crashed_and_cleanup_ends_the_job(runs: Runs) -> None:

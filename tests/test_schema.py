@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from dispatcher import store
 from dispatcher.store import Database
 from dispatcher.store.tables import metadata
-from tests.test_crash_safety import truncate_postgres
+from tests.conftest import truncate_postgres
 
 
 def _differences(conn: Connection) -> list[Any]:

@@ -14,6 +14,8 @@ import uuid
 
 from dispatcher import run_tokens, store
 from dispatcher.engine.dispatch import Dispatcher
+from dispatcher.engine.heartbeat import Heartbeats
+from dispatcher.engine.replica_id import replica_identity
 from dispatcher.engine.scheduler import Scheduler
 from dispatcher.engine.watcher import Watcher
 from dispatcher.settings import Settings
@@ -37,6 +39,10 @@ class Engine:
         self.watcher = Watcher(db, settings, is_in_flight=self.dispatcher.is_in_flight,
                                on_final=self.dispatcher.wake)
         self.scheduler = Scheduler(db, settings, on_new_runs=self.dispatcher.wake)
+        self.identity = replica_identity(settings.resolved_home(), settings.replica_id)
+        self.heartbeats = Heartbeats(db, self.owner, self.identity.replica_id,
+                                     settings.heartbeat_timeout_seconds,
+                                     on_freed=self.dispatcher.wake)
         self._run_token_key: bytes | None = None  # read in start()
 
     def _identity_env(self, run: ClaimedRun, timeout: int | None) -> dict[str, str]:
@@ -65,8 +71,9 @@ class Engine:
         self.watcher.wake()
 
     async def start(self) -> None:
-        log.info("engine %s starting", self.owner)
+        log.info("engine %s (replica %s) starting", self.owner, self.identity.replica_id)
         await self.load_run_token_key()
+        await self.heartbeats.start()
         await self.scheduler.start()
         await self.dispatcher.start()
         await self.watcher.start()
@@ -82,3 +89,5 @@ class Engine:
         await self.scheduler.stop()
         await self.dispatcher.stop()
         await self.watcher.stop()
+        await self.heartbeats.stop()  # what is still claimed is claimable at once
+        self.identity.release()

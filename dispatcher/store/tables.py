@@ -281,3 +281,13 @@ webhook_deliveries = Table(
     Column("expires", UTCDateTime, nullable=False),
     Index("ix_webhook_deliveries_webhook_id_expires", "webhook_id", "expires"),
 )
+
+# The dispatcher replicas running now (store/replicas.py): one row per server process, by
+# the name it holds leases under; ``replica_id`` stays the same across its restarts.
+replicas = Table(
+    "replicas", metadata,
+    Column("owner", String(100), primary_key=True),
+    Column("replica_id", String(100), nullable=False, index=True),
+    Column("started", UTCDateTime, nullable=False),
+    Column("heartbeat", UTCDateTime, nullable=False),
+)

@@ -5,13 +5,25 @@ A supervisor (``providers.process.supervisor``) started in its own session owns 
 so the job survives a dispatcher restart; the supervisor and this module talk only through
 files in the run directory, which is why ``status`` works from a fresh process:
 
-    launch.json      written here before and after spawning (program, supervisor pid)
-    supervisor.json  the supervisor's pid and start time
+    payload.json     written here first: argv, env, cwd and a launch id (owner-only; the
+                     supervisor removes it once the job runs)
+    launch.json      written here next, and again with the supervisor's pid once spawned
+    supervisor.lock  held by the supervisor that owns the run, for its whole life
+    supervisor.json  the supervisor's pid, start time and launch id: the run is taken
     job.json         the job's pid (also its process group) and start time
     logs.jsonl       one JSON object per output line
     cancel.json      a cancel request (grace period)
     exit.json        exit code or signal, cancelled or not; present once the run is final
     work/            the job's fresh working directory
+
+A launch survives the dispatcher dying at any point of it: every step is a file renamed
+into place, and a resubmit launches again (with a new launch id, which retires any
+supervisor still starting for the old one) unless a supervisor has taken the run
+(``supervisor.json``) or is alive to take it. Only a supervisor that took the run can have
+started the job, so a job runs at most once, and a run whose launch was cut short runs once
+its submit is retried. ``PUSHPOOL_PROCESS_CRASH_AFTER=<step>`` (one of ``LAUNCH_STEPS``) is
+the fault-injection point the crash-safety tests use: the process SIGKILLs itself right
+after that step.
 
 The job's environment is a minimal base (PATH, HOME, LANG, LC_ALL, TMPDIR when set) with the
 configuration's and the spec's env laid over it: nothing else of the dispatcher's own
@@ -30,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +71,9 @@ MAX_LOG_LINES = 1000  # per batch, so a chatty job cannot blow the dispatcher's 
 MAX_LOG_BYTES = 1024 * 1024  # per batch; a stored line is always shorter than this
 SUPERVISOR_START_DEADLINE = 15.0  # seconds a run may stay without a supervisor record
 LOCK_FILE = ".submit.lock"
+CRASH_AFTER_ENV = "PUSHPOOL_PROCESS_CRASH_AFTER"
+LAUNCH_STEPS = ("run_dir", "payload", "launch", "spawn", "supervisor_pid")
+PAYLOAD_IN_THREAD_BYTES = 256 * 1024  # a larger payload is written off the event loop
 _POLL_FIRST, _POLL_MAX = 0.02, 0.25  # cancel's wait for the exit record, in seconds
 
 # Supervisors this process started, polled so finished ones do not stay zombies. Module
@@ -334,7 +350,7 @@ class ProcessProvider:
                 "command is empty: set the deployment's command or the pool's command variable")
         run_dir = runs_root(config) / run_dir_name(spec.job_name)
         submission = InfraRef(infra_id=str(run_dir))
-        if (run_dir / sup.LAUNCH_FILE).exists():
+        if _taken(run_dir):
             return submission
         env = job_env(spec.env, config.env)
         work_dir = run_dir / sup.WORK_DIR
@@ -347,9 +363,8 @@ class ProcessProvider:
                 "check working_dir or PUSHPOOL_HOME") from exc
         lock = await _locked(run_dir / LOCK_FILE)
         try:
-            if (run_dir / sup.LAUNCH_FILE).exists():  # a concurrent submit got there first
-                return submission
             work_dir.mkdir(exist_ok=True)
+            _step_done("run_dir")
             await self._launch(spec, argv, env, config, run_dir, work_dir)
         finally:
             os.close(lock)
@@ -357,25 +372,35 @@ class ProcessProvider:
 
     async def _launch(self, spec: JobSpec, argv: list[str], env: dict[str, str],
                       config: ProcessConfig, run_dir: Path, work_dir: Path) -> None:
-        launch: dict[str, Any] = {
-            "run_id": spec.run_id, "job_name": spec.job_name, "attempt": spec.attempt,
-            "program": argv[0], "capture": config.stream_output, "created_at": time.time(),
-            "supervisor_pid": None, "supervisor_start": None,
-        }
-        # Written before spawning: from here on a resubmit never starts a second process.
-        sup.write_json_atomic(str(run_dir / sup.LAUNCH_FILE), launch)
-        payload = json.dumps({"argv": argv, "env": env, "cwd": str(work_dir),
-                              "capture": config.stream_output}).encode()
-        proc = _spawn_supervisor(run_dir, work_dir)
+        """Launch unless a supervisor has the run or is starting to take it. Called under
+        the submit lock; the payload and launch record are written holding the supervisor
+        lock, so no supervisor of an earlier launch can take the run in between."""
+        guard = sup.try_lock(str(run_dir / sup.SUPERVISOR_LOCK))
+        if guard is None:
+            return  # a supervisor holds the run
+        try:
+            if _launching(run_dir):
+                return
+            launch_id = uuid.uuid4().hex
+            payload = {"argv": argv, "env": env, "cwd": str(work_dir),
+                       "capture": config.stream_output, "launch_id": launch_id}
+            await _write_payload(run_dir, payload)
+            _step_done("payload")
+            launch: dict[str, Any] = {
+                "run_id": spec.run_id, "job_name": spec.job_name, "attempt": spec.attempt,
+                "program": argv[0], "capture": config.stream_output, "launch_id": launch_id,
+                "created_at": time.time(), "supervisor_pid": None, "supervisor_start": None,
+            }
+            sup.write_json_atomic(str(run_dir / sup.LAUNCH_FILE), launch)
+            _step_done("launch")
+        finally:
+            os.close(guard)
+        proc = _spawn_supervisor(run_dir, work_dir, launch_id)
+        _step_done("spawn")
         launch["supervisor_pid"] = proc.pid
         launch["supervisor_start"] = sup.proc_start_time(proc.pid)
         sup.write_json_atomic(str(run_dir / sup.LAUNCH_FILE), launch)
-        assert proc.stdin is not None
-        stdin = proc.stdin
-        if len(payload) < 32 * 1024:  # fits the pipe buffer: never blocks
-            _write_and_close(stdin, payload)
-        else:
-            await asyncio.to_thread(_write_and_close, stdin, payload)
+        _step_done("supervisor_pid")
 
     async def status(self, ref: InfraRef) -> InfraStatus:
         self._reap()
@@ -463,26 +488,50 @@ class ProcessProvider:
         _SPAWNED[:] = [p for p in _SPAWNED if p.poll() is None]
 
 
-def _spawn_supervisor(run_dir: Path, work_dir: Path) -> subprocess.Popen[bytes]:
-    """Start the supervisor in a session of its own, with no pipe to us but its stdin.
+def _taken(run_dir: Path) -> bool:
+    """A supervisor took the run: its job may exist, so the run is never launched again
+    (status says how it fares, CRASHED included)."""
+    return any((run_dir / name).exists()
+               for name in (sup.SUPERVISOR_FILE, sup.JOB_FILE, sup.EXIT_FILE))
+
+
+def _launching(run_dir: Path) -> bool:
+    """Taken, or the supervisor of the recorded launch is alive and about to take it."""
+    if _taken(run_dir):
+        return True
+    launch = _read(run_dir, sup.LAUNCH_FILE) or {}
+    return bool(launch.get("supervisor_pid")) and _alive(
+        {"pid": launch["supervisor_pid"], "start": launch.get("supervisor_start")})
+
+
+async def _write_payload(run_dir: Path, payload: dict[str, Any]) -> None:
+    path, data = str(run_dir / sup.PAYLOAD_FILE), json.dumps(payload).encode()
+    if len(data) < PAYLOAD_IN_THREAD_BYTES:
+        sup.write_atomic(path, data)
+    else:
+        await asyncio.to_thread(sup.write_atomic, path, data)
+
+
+def _step_done(step: str) -> None:
+    """The fault-injection point of a launch (see the module's docstring)."""
+    if os.environ.get(CRASH_AFTER_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _spawn_supervisor(run_dir: Path, work_dir: Path,
+                      launch_id: str) -> subprocess.Popen[bytes]:
+    """Start the supervisor in a session of its own, with no pipe to us.
 
     Spawning is a fork and exec (a few ms), so it runs inline rather than in a thread."""
-    with open(run_dir / sup.SUPERVISOR_LOG, "ab") as errors:
+    log = os.open(run_dir / sup.SUPERVISOR_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(log, "ab") as errors:
         proc = subprocess.Popen(
-            [sys.executable, "-I", sup.__file__, str(run_dir)],
-            stdin=subprocess.PIPE, stdout=errors, stderr=errors, cwd=work_dir,
+            [sys.executable, "-I", sup.__file__, str(run_dir), launch_id],
+            stdin=subprocess.DEVNULL, stdout=errors, stderr=errors, cwd=work_dir,
             env=job_env({}, {}), start_new_session=True,
         )
     _SPAWNED.append(proc)
     return proc
-
-
-def _write_and_close(stdin: Any, payload: bytes) -> None:
-    try:
-        stdin.write(payload)
-        stdin.close()
-    except BrokenPipeError:
-        pass  # the supervisor died at start: it records nothing, status reports the crash
 
 
 def parse_config(config: Mapping[str, Any]) -> ProcessConfig:

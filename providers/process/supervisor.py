@@ -1,10 +1,15 @@
 """The small process that owns one local job: spawns it, records its logs and its exit.
 
-``providers.process`` starts ``python -I supervisor.py RUN_DIR`` in a session of its
-own and writes a JSON launch payload (argv, env, cwd, capture) to the supervisor's stdin,
-then closes it. The supervisor spawns the job in a process group of its own, appends each
-stdout/stderr line to ``logs.jsonl`` and, when the job ends, writes ``exit.json``. Nothing
-ties it to the dispatcher (no pipes, no shared session), so the job outlives a dispatcher
+``providers.process`` writes the launch payload (argv, env, cwd, capture, launch id) to
+``payload.json`` in the run directory, then starts ``python -I supervisor.py RUN_DIR
+LAUNCH_ID`` in a session of its own. The supervisor takes the run's ``supervisor.lock``,
+checks that the payload is still the launch it was started for and that no supervisor took
+the run before it, writes ``supervisor.json`` (from then on the job may exist, so the run is
+never launched again), spawns the job in a process group of its own, removes the payload
+(it holds the job's env), appends each stdout/stderr line to ``logs.jsonl`` and, when the
+job ends, writes ``exit.json``. A supervisor whose launch was superseded (the dispatcher
+died mid-launch and a resubmit launched again) exits without doing anything. Nothing ties
+it to the dispatcher (no pipes, no shared session), so the job outlives a dispatcher
 restart or Ctrl-C, and any process can read the run's state from the files alone.
 
 Standard library only: it runs under ``-I`` (isolated) so the job's PYTHON* variables and
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -29,8 +35,10 @@ import threading
 import time
 from typing import Any, BinaryIO
 
-LAUNCH_FILE = "launch.json"  # written by the provider: who, what, supervisor pid
-SUPERVISOR_FILE = "supervisor.json"  # written here at start: our pid and start time
+PAYLOAD_FILE = "payload.json"  # written by the provider: argv, env; removed once the job runs
+LAUNCH_FILE = "launch.json"  # written by the provider: who, what, launch id, supervisor pid
+SUPERVISOR_LOCK = "supervisor.lock"  # held by the supervisor that owns the run, for life
+SUPERVISOR_FILE = "supervisor.json"  # written here once the run is ours: pid, start, launch
 JOB_FILE = "job.json"  # written here once the job runs: its pid (= its process group)
 LOG_FILE = "logs.jsonl"  # one {"t": epoch, "s": stream, "m": text} per line
 CANCEL_FILE = "cancel.json"  # written by the provider: {"requested_at", "grace_seconds"}
@@ -40,6 +48,7 @@ WORK_DIR = "work"  # the job's fresh working directory
 
 MAX_LINE_BYTES = 64 * 1024  # a longer line is split, so one line can never blow memory
 PUMP_JOIN_SECONDS = 5.0  # how long to wait for output held open by escaped descendants
+LOCK_WAIT_SECONDS = 5.0  # the provider holds the lock for milliseconds; a supervisor, for life
 
 
 # ------------------------------------------------------------------ shared helpers
@@ -75,12 +84,28 @@ def _exists_without_proc(pid: int) -> int | None:
     return 0
 
 
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Readers see the old file or the new one, never half of one."""
+def write_atomic(path: str, data: bytes) -> None:
+    """Readers see the old file or the new one, never half of one. Owner-only: a run's
+    files may hold the job's env."""
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(data).encode("utf-8"))
+
+
+def try_lock(path: str) -> int | None:
+    """An exclusive flock on ``path`` if free now (the fd holding it), else None."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -111,6 +136,7 @@ class Supervisor:
         self.kill_timer: threading.Timer | None = None
         self.log_lock = threading.Lock()
         self.log_fd = -1
+        self.lock_fd = -1  # supervisor.lock, held for life once the run is ours
         self.finished = False  # set with the exit record; later output is dropped
 
     def path(self, name: str) -> str:
@@ -190,6 +216,8 @@ class Supervisor:
         child = self.child
         write_json_atomic(self.path(JOB_FILE), {
             "pid": child.pid, "start": proc_start_time(child.pid), "started_at": time.time()})
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(PAYLOAD_FILE))  # the job's env rests on disk no longer
         # A cancel that came before the job existed: honour it now.
         if os.path.exists(self.path(CANCEL_FILE)):
             self.on_cancel_requested()
@@ -224,30 +252,41 @@ class Supervisor:
         return 0
 
 
-def read_payload() -> dict[str, Any]:
-    """The launch payload from stdin; stdin is then pointed at /dev/null."""
-    raw = sys.stdin.buffer.read()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    payload = json.loads(raw)
-    if not isinstance(payload, dict) or not payload.get("argv"):
-        raise ValueError("launch payload has no argv")
+def take_run(supervisor: Supervisor, launch_id: str) -> dict[str, Any] | None:
+    """The launch payload if this supervisor is the one to run it, else None: the run's
+    lock is held by another supervisor, or the payload is another launch's (superseded),
+    or a supervisor took the run before. Called with the signal handlers in place; on
+    success ``supervisor.json`` is written, and the lock stays held until this process
+    ends (the job does not inherit it)."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while (lock := try_lock(supervisor.path(SUPERVISOR_LOCK))) is None:
+        if time.monotonic() > deadline:
+            return None  # only the supervisor that owns the run holds it this long
+        time.sleep(0.01)  # the provider holds it for a few file writes
+    supervisor.lock_fd = lock
+    payload = read_json(supervisor.path(PAYLOAD_FILE))
+    if (payload is None or payload.get("launch_id") != launch_id
+            or os.path.exists(supervisor.path(SUPERVISOR_FILE))):
+        return None
+    write_json_atomic(supervisor.path(SUPERVISOR_FILE), {
+        "pid": os.getpid(), "start": proc_start_time(os.getpid()), "launch_id": launch_id})
     return payload
 
 
 def main(args: list[str]) -> int:
-    if len(args) != 1:
-        print("usage: supervisor.py RUN_DIR  (launch payload on stdin)", file=sys.stderr)
+    if len(args) != 2:
+        print("usage: supervisor.py RUN_DIR LAUNCH_ID  (payload in RUN_DIR/payload.json)",
+              file=sys.stderr)
         return 2
     supervisor = Supervisor(os.path.abspath(args[0]))
     supervisor.install_signal_handlers()
-    write_json_atomic(supervisor.path(SUPERVISOR_FILE),
-                      {"pid": os.getpid(), "start": proc_start_time(os.getpid())})
-    try:
-        payload = read_payload()
-    except (ValueError, UnicodeDecodeError) as exc:
-        return supervisor.finish(error=f"incomplete launch payload ({exc})")
+    payload = take_run(supervisor, args[1])
+    if payload is None:
+        print(f"launch {args[1]} was superseded or taken by another supervisor: nothing "
+              "to do", file=sys.stderr)
+        return 0
+    if not isinstance(payload.get("argv"), list) or not payload["argv"]:
+        return supervisor.finish(error="launch payload has no argv")
     return supervisor.run(payload)
 
 
