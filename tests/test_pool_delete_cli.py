@@ -59,7 +59,7 @@ def test_delete_refuses_a_pool_with_deployments_and_cascade_keeps_history(
         assert time.monotonic() < deadline, scheduled_runs(api)
         time.sleep(0.1)  # polling interval of the check, with a deadline
     run = api.post("/api/deployments/doom/d1/runs", json={
-        "scheduled_time": "2099-01-01T00:00:00Z"}).raise_for_status().json()
+        "scheduled_time": "2030-01-01T00:00:00Z"}).raise_for_status().json()
     cancelled = api.post(f"/api/runs/{run['id']}/cancel").raise_for_status().json()
 
     assert "--cascade" in cli(server, "work-pool", "delete", "--help")
