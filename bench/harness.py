@@ -238,7 +238,10 @@ def server_env(home: Path, submit_log: Path, database_url: str | None,
     environ.update({
         "PUSHPOOL_HOME": str(home), "PUSHPOOL_LOG_LEVEL": "WARNING",
         "PUSHPOOL_EXTRA_PROVIDERS": json.dumps({"noop": "bench.noop_provider"}),
-        "PUSHPOOL_NOOP_SUBMIT_LOG": str(submit_log), "PYTHONPATH": str(ROOT), **extra})
+        "PUSHPOOL_NOOP_SUBMIT_LOG": str(submit_log), "PYTHONPATH": str(ROOT),
+        # Replicas on one database must seal its secrets alike (each home's own key
+        # file would not open the others').
+        "PUSHPOOL_SECRET_KEY": "pushpool-bench-shared-key", **extra})
     if database_url:
         environ["PUSHPOOL_DATABASE_URL"] = database_url
     return environ

@@ -5,11 +5,11 @@
   from the new process's start to its first resubmission and to the last run's.
 - replica death (PostgreSQL): two replicas, each with its own home; the one holding the
   claims is killed. Measured: seconds from the kill to the other's first resubmission and
-  to the last, for each heartbeat timeout given (the default is 10 s).
+  to the last, for each heartbeat timeout given (the default is 4 s).
 
 Leases stay at their default minute: without heartbeats both would wait for it. Usage:
 
-    python bench/recovery.py [--runs N] [--repeat R] [--timeouts 10,3]
+    python bench/recovery.py [--runs N] [--repeat R] [--timeouts 4,10]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="runs claimed when killed")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions of each case")
-    parser.add_argument("--timeouts", default="10,3",
+    parser.add_argument("--timeouts", default="4,10",
                         help="heartbeat timeouts (seconds, comma-separated) to measure")
     args = parser.parse_args()
     timeouts = [float(t) for t in args.timeouts.split(",") if t.strip()]

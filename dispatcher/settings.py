@@ -34,9 +34,11 @@ class Settings(BaseSettings):
         default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$",
         description="This server's replica id, kept across restarts (default: one kept in "
                     "PUSHPOOL_HOME); unique among live replicas")
+    # 4 s, not 10: a dead replica's runs are resubmitted within 5 s. Taking a slow replica
+    # for dead costs only a repeated submit of the same attempt, which adapters adopt.
     heartbeat_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="A replica silent this long is taken for dead and "
-                                        "its claimed runs are resubmitted by the others")
+        default=4.0, gt=0, description="A replica silent this long is taken for dead and "
+                                       "its claimed runs are resubmitted by the others")
     submit_concurrency: int = Field(default=64, ge=1)
     claim_ahead_seconds: float = Field(
         default=2.0, ge=0, description="Claim runs this long before they are due, so the "

@@ -189,13 +189,16 @@ async def test_throttling_a_third_of_calls_submits_every_run_once_within_the_buc
     assert len(throttled) >= 15
     assert bucket.throttles == len(throttled) and bucket.lowest_rate == rate / 2
 
-    # Every RunTask that reached AWS, throttled or not, fits the bucket's envelope (with a
-    # little slack for arrival jitter; without the bucket, all 45 arrive in a few 100 ms).
+    # Every RunTask that reached AWS, throttled or not, fits the bucket's envelope. Arrival
+    # times are read at the emulator, so requests the bucket spaced out can arrive bunched
+    # when the host stalls a thread: allow JITTER seconds of that. Without the bucket, all
+    # 45 arrive within a few 100 ms, far outside it.
+    jitter = 0.3
     times = sorted(r["t"] for r in records)
     for i, start in enumerate(times):
         for j in range(i, len(times)):
             window = times[j] - start
-            assert j - i + 1 <= burst + rate * window + 6, (i, j, window)
+            assert j - i + 1 <= burst + rate * (window + jitter) + 1, (i, j, window)
     assert times[-1] - times[0] >= 0.9 * (len(times) - burst) / rate
 
 
