@@ -22,6 +22,9 @@ from dispatcher.models import RunState
 from providers.registry import available_types
 
 RUNS_PAGE = 50
+# The runs list's time filter: label -> how far back.
+SINCE = {"hour": ("the last hour", timedelta(hours=1)), "day": ("the last 24 hours",
+         timedelta(days=1)), "week": ("the last 7 days", timedelta(days=7))}
 POOL_DEPLOYMENTS = 50
 STATES = [state.value for state in RunState]
 PROVIDER_CONSOLES = {"ecs": "ECS task", "cloud-run": "Cloud Run execution",
@@ -184,11 +187,13 @@ async def runs(request: web.Request) -> web.Response:
     state = RunState(state_name) if state_name in STATES else None
     pool_name = query.get("pool") or None
     deployment_ref = query.get("deployment") or None
+    since = query.get("since") if query.get("since") in SINCE else ""
     offset = _offset(request)
     try:
-        listed = await store.list_runs(db, state=state, pool_name=pool_name,
-                                       deployment_ref=deployment_ref, limit=RUNS_PAGE,
-                                       offset=offset)
+        listed = await store.list_runs(
+            db, state=state, pool_name=pool_name, deployment_ref=deployment_ref,
+            created_after=datetime.now(UTC) - SINCE[since][1] if since else None,
+            limit=RUNS_PAGE, offset=offset)
         problem = None
     except NotFound as exc:
         listed, problem = [], str(exc)
@@ -196,7 +201,8 @@ async def runs(request: web.Request) -> web.Response:
     template = "runs_table.html" if query.get("fragment") else "runs.html"
     return page(request, template, runs=shown, states=STATES, state=state_name or "",
                 pool_name=pool_name or "", deployment_ref=deployment_ref or "",
-                offset=offset, page_size=RUNS_PAGE, problem=problem,
+                since=since, since_choices=SINCE, offset=offset, page_size=RUNS_PAGE,
+                problem=problem,
                 pools=await store.list_pools(db) if template == "runs.html" else [])
 
 

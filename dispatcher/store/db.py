@@ -163,7 +163,10 @@ class Database:
                       ) -> Database:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
-            if parsed.database and parsed.database != ":memory:":
+            # A URI (``file:...?mode=ro&uri=true``) names its file its own way, and one
+            # opened read-only must not be created: only a plain path is made private.
+            if parsed.database and parsed.database != ":memory:" \
+                    and not parsed.query.get("uri"):
                 _private_file(Path(parsed.database).expanduser())
             db = cls(url, sync_engine=_sqlite_engine(url), secrets=secrets)
         else:

@@ -221,8 +221,10 @@ async def run_id_for_infra(db: Database, infra_id: str) -> str | None:
 
 async def list_runs(db: Database, *, state: RunState | None = None,
                     pool_name: str | None = None, deployment_ref: str | None = None,
-                    dead_letter: bool = False, limit: int = 50, offset: int = 0) -> list[Run]:
-    """Runs, newest first; ``dead_letter``: only runs that never reached their provider.
+                    dead_letter: bool = False, created_after: datetime | None = None,
+                    limit: int = 50, offset: int = 0) -> list[Run]:
+    """Runs, newest first; ``dead_letter``: only runs that never reached their provider;
+    ``created_after``: only runs made since then (the walk stops there).
 
     The page's ids come first from runs alone, newest first by (created, id), the order
     of the ``ix_runs_*created_id`` indexes: a walk down one index that stops after the
@@ -237,6 +239,8 @@ async def list_runs(db: Database, *, state: RunState | None = None,
             page = page.where(runs.c.pool_id == _pool_id(conn, pool_name))
         if deployment_ref is not None:
             page = page.where(runs.c.deployment_id == deployment_row(conn, deployment_ref).id)
+        if created_after is not None:
+            page = page.where(runs.c.created > created_after)
         newest = (runs.c.created.desc(), runs.c.id.desc())
         ids = page.order_by(*newest).limit(min(limit, MAX_PAGE)).offset(offset).subquery()
         now = utcnow()
