@@ -7,7 +7,10 @@ wall-clock time of every submit call. Latency runs are created through the HTTP 
 lean open-loop client (bench/harness.py RawHttp; several client processes with
 --client-processes) and measured from the run's server-side ``created`` time. Throughput
 runs are copied straight into the store while the pool is paused, then the pool is resumed
-on every replica and the clock runs until the last submit. Usage:
+on every replica and the clock runs until the last submit. With two replicas on PostgreSQL,
+a cross-replica case creates runs at 100 runs/s only through replica A, whose dispatching
+is off (``PUSHPOOL_DISPATCH_ENABLED=false``), so only replica B submits them: what it
+measures is A's NOTIFY waking B. Usage:
 
     python bench/dispatch.py [--backend sqlite|postgresql|both] [--rates 10,100,1000]
                              [--seconds 10] [--burst 10000] [--replicas 1,2]
@@ -53,6 +56,8 @@ from bench.profiling import py_spy, require_py_spy, summarise
 POOL = "bench"
 RUNS_URL = f"/api/deployments/{POOL}/d0/runs"
 LATENCY_TARGET_MS = 50.0  # p99 at 100 runs/s
+CROSS_REPLICA_RATE = 100.0
+SHARED_SECRET_KEY = "bench-replicas-shared-key"  # replicas of one store share their key
 THROUGHPUT_TARGETS = {("sqlite", 1): 1000.0, ("postgresql", 2): 2000.0}
 DRAIN_TIMEOUT = 180.0
 
@@ -206,6 +211,32 @@ def throughput(servers: list[Server], database_url: str, count: int,
             "server_cpu_ms_per_run": cpu * 1000 / count}
 
 
+def cross_replica_latency(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs created through replica A only, submitted by replica B only (see the module
+    docstring), each replica with its own connection to a fresh PostgreSQL database."""
+    env = {**server_settings(args.server_env), "PUSHPOOL_SECRET_KEY": SHARED_SECRET_KEY}
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(postgres_database())
+        servers: list[Server] = []
+        stack.callback(stop_all, servers)
+        servers.append(start_server(url, env={**env, "PUSHPOOL_DISPATCH_ENABLED": "false"}))
+        servers.append(start_server(url, env=env))
+        api, worker = servers
+        with api.client() as client:
+            client.post("/api/work-pools", json={"name": POOL, "type": "noop"}
+                        ).raise_for_status()
+            client.put("/api/deployments", json={"name": "d0", "flow_name": POOL,
+                                                 "pool_name": POOL, "command": ["true"]}
+                       ).raise_for_status()
+        made, achieved = create_runs(api, CROSS_REPLICA_RATE, args.seconds, 1)
+        wait_for_submits([worker], len(made), DRAIN_TIMEOUT)
+        submitted, repeats = all_submits(servers)
+        created_ms = [(submitted[run_id] - created) * 1000 for run_id, created, _ in made]
+        return {"rate": CROSS_REPLICA_RATE, "achieved_rate": achieved, "seconds": args.seconds,
+                "repeats": repeats, "submits_by_a": api.submit_count(),
+                **percentiles(created_ms)}
+
+
 def stop_all(servers: list[Server]) -> None:
     for server in servers:
         stop_server(server)
@@ -242,7 +273,12 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 print(f"  {backend}: {args.burst} runs due at once, {replicas} "
                       f"replica(s) ...", flush=True)
                 bursts.append(throughput(servers[:replicas], store_url, args.burst, profile))
-    return {"latency": results, "throughput": bursts}
+    cross = []
+    if backend == "postgresql" and 2 in replica_counts:
+        print(f"  {backend}: {CROSS_REPLICA_RATE:g} runs/s created through replica A, "
+              "submitted by replica B ...", flush=True)
+        cross.append(cross_replica_latency(args))
+    return {"latency": results, "throughput": bursts, "cross_replica": cross}
 
 
 def summarise_report(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -254,6 +290,11 @@ def summarise_report(report: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{backend} dispatch latency p99 at {r['rate']:g}/s", r.get("p99"), "ms",
                 f"< {LATENCY_TARGET_MS:g} ms" if target else None,
                 (r.get("p99", 1e9) < LATENCY_TARGET_MS) if target else None))
+        for c in result.get("cross_replica", []):
+            summary.append(summary_row(
+                f"{backend} p99 at {c['rate']:g}/s, created via A, submitted by B",
+                c.get("p99"), "ms", f"< {LATENCY_TARGET_MS:g} ms",
+                c.get("p99", 1e9) < LATENCY_TARGET_MS and c["submits_by_a"] == 0))
         for t in result["throughput"]:
             goal = THROUGHPUT_TARGETS.get((backend, t["replicas"]))
             summary.append(summary_row(
@@ -306,6 +347,12 @@ def main() -> None:
                   t["submits_per_second"], "/".join(map(str, t["submits_per_replica"])),
                   t["server_cpu_ms_per_run"], t["repeats"]]
                  for b, r in report.items() for t in r["throughput"]])
+    print_table("Across replicas: created through A (not dispatching) -> submitted by B (ms)",
+                ["backend", "rate", "achieved", "runs", "p50", "p95", "p99", "max",
+                 "submits by A", "repeated submits"],
+                [[b, f"{c['rate']:g}/s", f"{c['achieved_rate']:.0f}/s", c["n"], c.get("p50", 0),
+                  c.get("p95", 0), c.get("p99", 0), c.get("max", 0), c["submits_by_a"],
+                  c["repeats"]] for b, r in report.items() for c in r["cross_replica"]])
     summary = summarise_report(report)
     print_summary("Dispatch targets", summary)
     path = write_json("dispatch", {**report, "summary": summary,

@@ -7,7 +7,7 @@ bench/results/all.json. The default sizes keep the whole run to roughly ten minu
 stores), which takes several times longer. Usage:
 
     python bench/run_all.py [--full]
-        [--only startup,dispatch,schedule,scale,providers,cloud-dispatch,recovery]
+        [--only startup,dispatch,schedule,scale,providers,cloud-dispatch,recovery,tick]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def plan(full: bool, postgres: bool) -> list[tuple[str, list[str], str]]:
          "cloud_dispatch"),
         ("recovery", ["recovery.py", "--repeat", "3"], "recovery"),
     ]
+    if postgres:  # ticks refuse SQLite
+        runs.append(("tick", ["tick.py", "--repeat", "5"], "tick"))
     if full and postgres:
         runs.insert(3, ("schedule-postgresql", ["schedule.py", "--deployments", "1000",
                                                 "--backend", "postgresql"],

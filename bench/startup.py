@@ -144,10 +144,12 @@ def trigger_imports(repeat: int) -> list[dict[str, Any]]:
     return out
 
 
-def trigger_first_event(repeat: int, database_url: str) -> dict[str, Any]:
-    """The Lambda handler's import, then its first tick with nothing due, cold."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PUSHPOOL_DATABASE_URL": database_url,
-           "PUSHPOOL_TICK_ALLOW_SQLITE": "1"}
+def trigger_first_event(repeat: int, database_url: str,
+                        env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Lambda handler's import, then its first tick with nothing due, cold (``env``:
+    the process environment, default this one's)."""
+    env = {**(env or os.environ), "PYTHONPATH": str(ROOT),
+           "PUSHPOOL_DATABASE_URL": database_url, "PUSHPOOL_TICK_ALLOW_SQLITE": "1"}
     imports, firsts, sdks = [], [], set()
     for _ in range(repeat):
         done = subprocess.run([sys.executable, "-c", TRIGGER_PROBE], capture_output=True,

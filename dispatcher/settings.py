@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     heartbeat_timeout_seconds: float = Field(
         default=4.0, gt=0, description="A replica silent this long is taken for dead and "
                                        "its claimed runs are resubmitted by the others")
+    dispatch_enabled: bool = Field(
+        default=True, description="Claim and submit runs on this server; false makes an "
+                                  "API-only replica whose runs the others submit")
     submit_concurrency: int = Field(default=64, ge=1)
     claim_ahead_seconds: float = Field(
         default=2.0, ge=0, description="Claim runs this long before they are due, so the "

@@ -155,6 +155,7 @@ async def run_tick(db: Database, settings: Settings, max_seconds: float, *,
         leave(f"{summary.unfinished} claimed run(s) were still submitting; those not yet "
               "sent were handed back")
     await engine.dispatcher.stop()  # waits for begun submits, writes their records
+    await engine.notices.flush()  # servers sharing the store hear what this tick did
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(max(left(), 0.0)):
             await engine.watcher.stop()

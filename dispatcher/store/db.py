@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dispatcher.crypto import SecretBox
+from dispatcher.store.schema_version import at_head
 
 T = TypeVar("T")
 
@@ -171,7 +172,9 @@ class Database:
             db = cls(url, sync_engine=_sqlite_engine(url), secrets=secrets)
         else:
             db = cls(url, async_engine=_postgresql_engine(url), secrets=secrets)
-        if migrate:
+        # At head already (the usual case), the migration check is one read: Alembic is
+        # not even imported.
+        if migrate and not await db.run(at_head):
             await db.run(lambda conn: _migrate(conn, lambda: db.secrets), write=True)
             if db._sync_engine is not None:
                 await asyncio.get_running_loop().run_in_executor(
