@@ -157,3 +157,44 @@ async def test_the_azure_functions_take_the_official_types(trigger_env: Database
         trigger_metadata={})
     await asyncio.to_thread(azure.timer_trigger, timer)
     assert STATE.submits[run.id] == 1
+
+
+EXECUTION = "projects/pushpool-test/locations/us-central1/jobs/j/executions/j-e2e01"
+
+
+async def test_an_eventarc_execution_event_is_applied_through_the_cloud_run_adapter(
+        functions_framework: dict[str, str], db: Database) -> None:
+    from dispatcher import store
+    from dispatcher.models import RunState
+
+    await operations.pools.create_pool(db, WorkPoolCreate(name="gcr", type="cloud-run:push"))
+    await operations.deployments.apply_deployment(db, DeploymentApply(
+        name="d", flow_name="f", pool_name="gcr", image="ghcr.io/example/flows:1",
+        command=["python", "-m", "flows.hello"],
+        job_variables={"project": "pushpool-test"}))
+    run, _ = await operations.runs.create_run(db, "f/d", RunCreate())
+    await store.claim_due_runs(db, "me", limit=1, lease_seconds=60)
+    await store.record_submissions(db, "me", [store.SubmissionRecord(
+        run.id, EXECUTION, None, {}, None, "submitted")])
+    finished = {"name": EXECUTION, "succeededCount": 1,
+                "conditions": [{"type": "Completed", "state": "CONDITION_SUCCEEDED"}],
+                "template": {"containers": [{"name": "pushpool", "env": [
+                    {"name": "PUSHPOOL_RUN_ID", "value": run.id},
+                    {"name": "PUSHPOOL_RUN_ATTEMPT", "value": "1"}]}]}}
+    event = {"specversion": "1.0", "id": "audit-1", "time": "2026-12-03T07:00:00Z",
+             "type": "google.cloud.audit.log.v1.written",
+             "source": "//cloudaudit.googleapis.com/projects/pushpool-test/logs/activity",
+             "datacontenttype": "application/json",
+             "data": {"protoPayload": {
+                 "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                 "serviceName": "run.googleapis.com",
+                 "methodName": "google.cloud.run.v2.Jobs.RunJob",
+                 "resourceName": EXECUTION, "response": finished},
+                 "resource": {"type": "cloud_run_job"}, "severity": "NOTICE"}}
+    async with httpx.AsyncClient(base_url=functions_framework["cloudevent"],
+                                 timeout=60) as client:
+        answer = await client.post("/", content=json.dumps(event),
+                                   headers={"Content-Type": "application/cloudevents+json"})
+        assert answer.status_code == 200, answer.text
+    # Applied from the event itself: no status was read (there is no Cloud Run to read).
+    assert (await store.get_run(db, run.id)).state is RunState.COMPLETED

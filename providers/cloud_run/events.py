@@ -224,7 +224,14 @@ def event_of(payload: Any) -> InfraEvent | None:
 def parse_delivery(headers: Mapping[str, str], body: bytes, *, shared_secret: str | None,
                    verifier: TokenVerifier) -> EventDelivery:
     authenticate(headers, shared_secret=shared_secret, verifier=verifier)
-    payload = _unwrap(_json(body or b"null", "body"))
+    return parse_event(_json(body or b"null", "body"))
+
+
+def parse_event(payload: Any) -> EventDelivery:
+    """The executions in an already authenticated payload: a push body, a structured
+    CloudEvent, or the ``data`` Eventarc hands a CloudEvent function (a Pub/Sub message or
+    an audit-log entry)."""
+    payload = _unwrap(payload)
     items = payload if isinstance(payload, list) else [payload]
     events = [e for e in (event_of(item) for item in items) if e is not None]
     return EventDelivery(events, note=None if events else "no Cloud Run execution in it")
