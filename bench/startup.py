@@ -2,7 +2,9 @@
 adapter (every pool type in providers.registry.KNOWN_PROVIDERS, so a new adapter is
 measured as soon as it is registered), a server's time from start to answering, each
 cloud-function handler's cold import, and the Lambda handler's first event (a tick with
-nothing due, which opens the store) with the cloud SDKs it loaded (none).
+nothing due, which opens the store) with the modules it loaded: how many, the cloud SDKs
+among them (none) and those a tick does not need (none: no aiohttp, API, jsonschema,
+prometheus-client or Alembic).
 
 Each measurement runs in a fresh interpreter. Adapter imports are timed twice: cold (the
 adapter and everything under it) and on top of what the dispatcher has already imported
@@ -112,6 +114,7 @@ def adapter_imports(repeat: int) -> list[dict[str, Any]]:
 
 TRIGGER_PROBE = """
 import json, os, sys, time
+bare = set(sys.modules)  # a namespace package's .pth may make an empty google.cloud
 t0 = time.perf_counter()
 from dispatcher.triggers.aws_lambda import handler
 imported = time.perf_counter()
@@ -119,9 +122,14 @@ class Context:
     def get_remaining_time_in_millis(self): return 30_000
 handler({"pushpool": "tick"}, Context())
 done = time.perf_counter()
-clouds = [m for m in ("boto3", "google.cloud", "azure", "modal") if m in sys.modules]
+added = set(sys.modules) - bare
+def loaded(names): return [m for m in names if m in added]
 print(json.dumps({"import_ms": (imported - t0) * 1000, "first_ms": (done - imported) * 1000,
-                  "sdks": clouds}))
+                  "sdks": loaded(("boto3", "google.cloud.run_v2", "azure", "modal")),
+                  "unneeded": loaded(("aiohttp", "dispatcher.api", "jsonschema",
+                                      "prometheus_client", "alembic", "jinja2", "rich",
+                                      "httpx", "yaml")),
+                  "modules": len(added)}))
 """
 TRIGGER_MODULES = ("dispatcher.triggers.aws_lambda", "dispatcher.triggers.gcp",
                    "dispatcher.triggers.azure")
@@ -150,7 +158,7 @@ def trigger_first_event(repeat: int, database_url: str,
     the process environment, default this one's)."""
     env = {**(env or os.environ), "PYTHONPATH": str(ROOT),
            "PUSHPOOL_DATABASE_URL": database_url, "PUSHPOOL_TICK_ALLOW_SQLITE": "1"}
-    imports, firsts, sdks = [], [], set()
+    imports, firsts, sdks, unneeded, modules = [], [], set(), set(), 0
     for _ in range(repeat):
         done = subprocess.run([sys.executable, "-c", TRIGGER_PROBE], capture_output=True,
                               text=True, env=env, cwd=str(ROOT), check=True)
@@ -158,8 +166,11 @@ def trigger_first_event(repeat: int, database_url: str,
         imports.append(answer["import_ms"])
         firsts.append(answer["first_ms"])
         sdks.update(answer["sdks"])
+        unneeded.update(answer["unneeded"])
+        modules = answer["modules"]
     return {"import_ms": percentiles(imports), "first_event_ms": percentiles(firsts),
-            "cloud_sdks_loaded": sorted(sdks)}
+            "cloud_sdks_loaded": sorted(sdks), "unneeded_loaded": sorted(unneeded),
+            "modules_loaded": modules}
 
 
 def server_start(repeat: int) -> dict[str, float]:
@@ -211,6 +222,9 @@ def main() -> None:
                   first["import_ms"]["max"]],
                  ["first tick (connect, migrate check, pass)", first["first_event_ms"]["p50"],
                   first["first_event_ms"]["p95"], first["first_event_ms"]["max"]]])
+    print(f"modules loaded by import and first event: {first['modules_loaded']}; cloud SDKs: "
+          f"{', '.join(first['cloud_sdks_loaded']) or 'none'}; not needed by a tick: "
+          f"{', '.join(first['unneeded_loaded']) or 'none'}")
     summary = [summary_row("pushpool --help, median", help_ms["p50"], "ms",
                            f"< {HELP_TARGET_MS:g} ms", help_ms["p50"] < HELP_TARGET_MS)]
     for a in adapters:

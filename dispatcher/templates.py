@@ -25,10 +25,11 @@ import functools
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+if TYPE_CHECKING:  # jsonschema loads when a template or variables are checked, not for a tick
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # What is left of "{{" / "}}" once the valid placeholders are taken out of a string.
@@ -92,6 +93,8 @@ def validate_base_job_template(template: Any, field: str = "base_job_template") 
         if not isinstance(template[key], dict):
             raise TemplateError(f"{field}.{key}", "must be an object", shape_fix)
     job_configuration, variables = template["job_configuration"], template["variables"]
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError, best_match
 
     try:
         Draft202012Validator.check_schema(variables)
@@ -169,6 +172,8 @@ def validate_job_variables(variables_schema: dict[str, Any], values: dict[str, A
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise TemplateError(_child(field, name), f"unknown variable {name!r}",
                             f"{hint}the pool accepts: {', '.join(sorted(properties)) or 'none'}")
+
+    from jsonschema.exceptions import best_match
 
     validators = _property_validators(json.dumps(variables_schema, sort_keys=True))
     for name, value in values.items():
@@ -276,6 +281,8 @@ def _validate_template_cached(template_json: str) -> None:
 
 @functools.lru_cache(maxsize=512)
 def _property_validators(schema_json: str) -> dict[str, Draft202012Validator]:
+    from jsonschema import Draft202012Validator
+
     schema = json.loads(schema_json)
     base = Draft202012Validator(schema)
     return {name: base.evolve(schema=prop)

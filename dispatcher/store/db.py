@@ -29,14 +29,16 @@ import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from dispatcher.crypto import SecretBox
 from dispatcher.store.schema_version import at_head
+
+if TYPE_CHECKING:  # asyncio support (and with it the ORM) loads for PostgreSQL only
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 
@@ -83,6 +85,8 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     # so more connections would not run more at once. No pre-ping (a round trip per
     # transaction): a connection that died with the server fails its transaction, which
     # invalidates the whole pool, and the callers' retries find fresh connections.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False,
                                  hide_parameters=True)
 
