@@ -247,6 +247,17 @@ class WorkPool(Model):
         return "paused" if self.paused else "ready"
 
 
+class ProvisionConfirm(InputModel):
+    """Make the pool's cloud infrastructure first, as the plan the user was shown says
+    (POST /api/pool-types/{type}/provision-plan), with the server's own cloud identity."""
+
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="The options the plan was made with")
+    confirm_plan: str = Field(min_length=1, max_length=200,
+                              description="The plan's digest; refused (409) if the plan "
+                                          "is not the same now")
+
+
 class WorkPoolCreate(InputModel):
     name: Name
     type: RefName = "process"
@@ -257,6 +268,7 @@ class WorkPoolCreate(InputModel):
     late_after_seconds: float = Field(default=15.0, ge=0, le=MAX_SECONDS)
     # What `--provision-infra` made (the provider's plan), so deprovisioning removes it.
     provisioned: dict[str, Any] | None = None
+    provision: ProvisionConfirm | None = None  # only in a request; never stored
 
     _name = field_validator("name")(lambda v: _check_name(v, "work pool"))
     _limit = field_validator("concurrency_limit")(_check_limit)

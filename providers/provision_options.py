@@ -10,7 +10,7 @@ each adapter reads them from its SDK's own environment when it provisions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,19 @@ def convert(option: ProvisionOption, text: str) -> Any:
     return value
 
 
+class UnknownOption(ValueError):
+    """A key the adapter's provisioning does not take (the message lists those it does)."""
+
+
+def _declared(declared: Sequence[ProvisionOption], key: str, what: str) -> ProvisionOption:
+    option = find(declared, key)
+    if option is None:
+        names = ", ".join(o.name for o in declared) or "none"
+        raise UnknownOption(f"{key}: {what} provisioning takes no such option; it takes: "
+                         f"{names}")
+    return option
+
+
 def parse_pairs(declared: Sequence[ProvisionOption], pairs: Iterable[str],
                 what: str) -> dict[str, Any]:
     """``KEY=VALUE`` pairs as options by their declared names. ``what`` names the pool
@@ -71,10 +84,42 @@ def parse_pairs(declared: Sequence[ProvisionOption], pairs: Iterable[str],
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"{pair!r} is not KEY=VALUE")
-        option = find(declared, key)
-        if option is None:
-            names = ", ".join(o.name for o in declared) or "none"
-            raise ValueError(f"{key}: {what} provisioning takes no such option; it takes: "
-                             f"{names}")
+        option = _declared(declared, key, what)
         options[option.name] = convert(option, text)
     return options
+
+
+def check_values(declared: Sequence[ProvisionOption], values: Mapping[str, Any],
+                 what: str) -> dict[str, Any]:
+    """A JSON object of options (an API body) by their declared names: text is read as
+    ``parse_pairs`` reads it, a value already of the option's kind is kept, an empty or
+    null one left out; the same ValueError words as ``parse_pairs`` otherwise."""
+    options: dict[str, Any] = {}
+    for key, value in values.items():
+        option = _declared(declared, str(key), what)
+        if value is None or value == "":
+            continue
+        if isinstance(value, str):
+            options[option.name] = convert(option, value)
+        elif _of_kind(option, value):
+            options[option.name] = list(map(str, value)) if option.kind == "list" else value
+        else:
+            words = _KIND_WORDS[option.kind]
+            raise ValueError(f"{option.name}: {json.dumps(value)} is not {words}")
+    return options
+
+
+_KIND_WORDS = {"text": "text", "int": "a whole number", "bool": "true or false",
+               "list": "a list"}
+
+
+def _of_kind(option: ProvisionOption, value: Any) -> bool:
+    if option.choices:
+        return False  # only a string can be one of the choices
+    if option.kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option.kind == "bool":
+        return isinstance(value, bool)
+    if option.kind == "list":
+        return isinstance(value, list) and all(isinstance(v, str | int) for v in value)
+    return False

@@ -37,12 +37,15 @@ ERROR_DESCRIPTIONS = {
          "CSRF token, or a run token of another run",
     404: "No such object (or no such route)",
     409: "Conflicts with what is stored (duplicate name, object in use, run already final, "
-         "a webhook delivery already taken)",
+         "a webhook delivery already taken, a provisioning plan changed since it was "
+         "shown)",
     413: "The body is larger than 1 MiB",
     415: "The body's Content-Type is not one this route takes; the message says which",
     422: "A field, query parameter or header is invalid or over its limit, or the pool "
          "type's SDK is not installed on this server; the message names the field or extra",
     500: "The server's own fault; the log has the details",
+    502: "The cloud refused a provisioning step; the message says what was made and what "
+         "was not",
     503: "The database does not answer; retry after the Retry-After header's seconds",
 }
 

@@ -7,11 +7,20 @@ from dispatcher.api import routes_events as events
 from dispatcher.api import routes_meta as meta
 from dispatcher.api import routes_metrics as metrics
 from dispatcher.api import routes_pools as pools
+from dispatcher.api import routes_provision as provision
 from dispatcher.api import routes_runs as runs
 from dispatcher.api import routes_runtime as runtime
 from dispatcher.api import routes_webhooks as webhooks
 from dispatcher.api.routing import QueryParam, Route
-from dispatcher.api.schemas import DeploymentApplied, Health, PoolType, WebhookPayload
+from dispatcher.api.schemas import (
+    DeploymentApplied,
+    Health,
+    PoolType,
+    ProvisionOptionInfo,
+    ProvisionPlanRequest,
+    ProvisionPlanView,
+    WebhookPayload,
+)
 from dispatcher.models import (
     Deployment,
     DeploymentApply,
@@ -85,10 +94,19 @@ ROUTES: tuple[Route, ...] = (
           response=PoolType, many=True),
     Route("GET", "/api/pool-types/{type}/base-job-template", meta.get_base_job_template,
           "A pool type's default base job template", response_schema=OBJECT, errors=(422,)),
+    Route("GET", "/api/pool-types/{type}/provision-options", provision.provision_options,
+          "The options a pool type's infrastructure provisioning takes (none: it has none)",
+          response=ProvisionOptionInfo, many=True, errors=(422,)),
+    Route("POST", "/api/pool-types/{type}/provision-plan", provision.provision_plan,
+          "What provisioning a pool's infrastructure would make, with the server's own "
+          "cloud identity; nothing is changed", body=ProvisionPlanRequest,
+          response=ProvisionPlanView, errors=(409, 502)),
     # work pools
     Route("GET", POOLS, pools.list_pools, "List work pools", response=WorkPool, many=True),
-    Route("POST", POOLS, pools.create_pool, "Create a work pool (and its default queue)",
-          body=WorkPoolCreate, response=WorkPool, status=201, errors=(409,)),
+    Route("POST", POOLS, pools.create_pool,
+          "Create a work pool (and its default queue); with provision, first make its "
+          "cloud infrastructure as the confirmed plan says (409 if the plan changed)",
+          body=WorkPoolCreate, response=WorkPool, status=201, errors=(409, 502)),
     Route("GET", POOL, pools.get_pool, "Read a work pool", response=WorkPool),
     Route("PATCH", POOL, pools.update_pool, "Change a work pool", body=WorkPoolUpdate,
           response=WorkPool),

@@ -25,7 +25,11 @@ async def list_pools(request: web.Request, call: Call) -> web.StreamResponse:
 
 
 async def create_pool(request: web.Request, call: Call) -> web.StreamResponse:
-    pool = await operations.pools.create_pool(db_of(request), call.body_as(WorkPoolCreate))
+    data = call.body_as(WorkPoolCreate)
+    if data.provision is None:
+        pool = await operations.pools.create_pool(db_of(request), data)
+    else:
+        pool = await operations.provisioning.create_provisioned_pool(db_of(request), data)
     return json_model(pool, status=201)
 
 

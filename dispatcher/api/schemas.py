@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dispatcher.models import Deployment, Parameters
+from dispatcher.models import (
+    Deployment,
+    InputModel,
+    Name,
+    Parameters,
+    _check_name,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -49,3 +55,46 @@ class WebhookPayload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     parameters: Parameters = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- provisioning
+
+
+class ProvisionOptionInfo(BaseModel):
+    """One option a pool type's provisioning takes (never a secret: the server's own
+    cloud identity brings those)."""
+
+    name: str
+    help: str
+    kind: Literal["text", "int", "bool", "list"]
+    choices: list[str] = Field(default_factory=list)
+    aliases: list[str] = Field(default_factory=list)
+
+
+class ProvisionPlanRequest(InputModel):
+    name: Name = Field(description="The work pool to be made")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="By the names the type declares")
+    base_job_template: dict[str, Any] | None = Field(
+        default=None, description="The template the pool will have; its variable "
+                                  "defaults for option names count as options")
+
+    _name = field_validator("name")(lambda v: _check_name(v, "work pool"))
+
+
+class PlanStep(BaseModel):
+    resource: str
+    name: str
+    action: str = Field(description="create, or exists (nothing to do)")
+    detail: str = ""
+
+
+class ProvisionPlanView(BaseModel):
+    """What applying would do; nothing was changed to find out."""
+
+    target: str = Field(description="Where, e.g. the account and region")
+    steps: list[PlanStep]
+    changes: int = Field(description="How many steps create something")
+    options: dict[str, Any] = Field(description="The options the plan was made with")
+    digest: str = Field(description="Send it back as provision.confirm_plan to apply "
+                                    "this plan; refused (409) if the plan changed")

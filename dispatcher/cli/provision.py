@@ -1,7 +1,8 @@
 """`work-pool create --provision-infra` and `work-pool delete --deprovision-infra`.
 
-Provisioning runs here, in the CLI, with the user's own cloud credentials (the server
-never needs rights to create infrastructure): it shows the provider's plan in a panel,
+Provisioning runs here, in the CLI, with the user's own cloud credentials (the console
+does the same through the API with the server's identity; the logic is shared in
+``dispatcher.operations.provisioning``): it shows the provider's plan in a panel,
 asks before changing anything (`--yes` skips the question), applies it with a progress
 bar, and hands the pool its template defaults and the record of what was made, which is
 what deprovisioning later removes (and nothing else).
@@ -10,7 +11,6 @@ what deprovisioning later removes (and nothing else).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -36,15 +36,11 @@ def options_for(pool_type: str, pairs: list[str],
     """The options for the adapter's ``provision``: what it declares, taken from the
     given template's variable defaults, then from ``KEY=VALUE`` pairs (exit 2 for a key
     it does not take or a bad value)."""
+    from dispatcher.operations.provisioning import declared_options, template_options
     from providers.provision_options import parse_pairs
 
-    declared = tuple(getattr(provider_for(pool_type), "provision_options", ()))
-    options: dict[str, Any] = {}
-    properties = ((template or {}).get("variables") or {}).get("properties") or {}
-    for option in declared:
-        default = (properties.get(option.name) or {}).get("default")
-        if default not in (None, "", [], {}):
-            options[option.name] = default
+    declared = declared_options(provider_for(pool_type))
+    options = template_options(declared, template)
     try:
         options.update(parse_pairs(declared, pairs, pool_type))
     except ValueError as exc:
@@ -88,9 +84,10 @@ def _apply_with_progress(run: Callable[[Callable[[Any], None]], Any], total: int
 
 
 def _failure(exc: Exception) -> CliError:
+    from dispatcher.operations.provisioning import ProvisionFailed
     from providers.base import ProviderError
 
-    if isinstance(exc, ProviderError):
+    if isinstance(exc, ProviderError | ProvisionFailed):
         # The provider's message says what was made and what was not.
         return CliError(str(exc), "fix the cause and run the same command again: every step "
                         "is idempotent", exit_code=1)
@@ -100,9 +97,11 @@ def _failure(exc: Exception) -> CliError:
 def provision(name: str, pool_type: str, options: dict[str, Any], yes: bool,
               template: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plan, confirm, apply; returns (template with the new defaults, provisioned record)."""
+    from dispatcher.operations import provisioning
+
     provider = provider_for(pool_type)
     try:
-        plan = asyncio.run(provider.provision(name, options, False))
+        plan = asyncio.run(provisioning.plan(provider, name, options))
     except Exception as exc:
         raise _failure(exc) from None
     _show_plan(plan, f"Provision infrastructure for work pool {name!r}",
@@ -113,7 +112,7 @@ def provision(name: str, pool_type: str, options: dict[str, Any], yes: bool,
         _confirm(f"Create {plan.changes} resource(s)?", yes)
 
     def apply(on_step: Callable[[Any], None]) -> Any:
-        return asyncio.run(provider.provision(name, options, True, on_step=on_step))
+        return asyncio.run(provisioning.apply(provider, name, options, on_step=on_step))
 
     try:
         done = _apply_with_progress(apply, len(plan.steps))
@@ -121,11 +120,8 @@ def provision(name: str, pool_type: str, options: dict[str, Any], yes: bool,
         raise _failure(exc) from None
     if plan.changes:
         say(f"Provisioned {done.changes} resource(s) for work pool {name!r}.", "green")
-    properties = template.get("variables", {}).get("properties", {})
-    for key, value in done.template_defaults.items():
-        if key in properties:
-            properties[key]["default"] = value
-    return template, {**dataclasses.asdict(done), "options": options}
+    return (provisioning.filled_template(template, done),
+            provisioning.provisioned_record(done, options))
 
 
 def deprovision(name: str, pool: dict[str, Any], yes: bool) -> None:

@@ -148,25 +148,79 @@ function readJson(id) {
   return node ? JSON.parse(node.textContent) : null;
 }
 
-// The pool form: pick a type, see its default base job template as fields.
+// A pool type's provisioning options as a JSON Schema for renderSchemaFields. Values go
+// to the server as text (booleans aside), so it checks them as the CLI's --infra-option.
+function optionsSchema(options) {
+  const properties = {};
+  for (const option of options) {
+    const aliases = option.aliases.length ? ` (or ${option.aliases.join(", ")})` : "";
+    properties[option.name] = option.kind === "bool" ? {type: "boolean", title: option.name,
+                                                         description: option.help + aliases}
+      : {type: "string", title: option.name, enum: option.choices.length ? option.choices : undefined,
+         description: option.help + aliases + (option.kind === "list" ? "; comma-separated" : "")};
+    if (!properties[option.name].enum) delete properties[option.name].enum;
+  }
+  return {type: "object", properties};
+}
+
+function showPlan(where, plan, doneText) {
+  where.textContent = "";
+  const title = document.createElement("p");
+  const strong = document.createElement("strong");
+  strong.textContent = plan.target;
+  title.appendChild(strong);
+  title.appendChild(document.createTextNode(doneText ||
+    (plan.changes ? ` — ${plan.changes} resource(s) to create` : " — everything already exists")));
+  where.appendChild(title);
+  const list = document.createElement("ul");
+  list.className = "plan";
+  for (const step of plan.steps) {
+    const item = document.createElement("li");
+    item.dataset.step = step.action;
+    item.textContent = `${step.action} ${step.resource}: ${step.name}` +
+      (step.detail ? ` — ${step.detail}` : "");
+    list.appendChild(item);
+  }
+  where.appendChild(list);
+}
+
+// The pool form: pick a type, see its default base job template as fields; for a type
+// that can provision, show the plan of its infrastructure, then apply it and create.
 async function setUpPoolForm(form) {
   const typeSelect = form.querySelector("[name=type]");
   const fields = form.querySelector("[data-fields]");
+  const provision = form.querySelector("[data-provision]");
+  const toggle = form.querySelector("[data-provision-toggle]");
+  const provisionBody = form.querySelector("[data-provision-body]");
+  const optionFields = form.querySelector("[data-provision-fields]");
+  const planBox = form.querySelector("[data-plan]");
+  const create = form.querySelector("[data-create]");
   let template = null;
+  let plan = null;  // the plan shown, until anything it depends on changes
+  function forget() { plan = null; planBox.textContent = ""; setCreateLabel(); }
+  function setCreateLabel() {
+    create.textContent = toggle.checked ? "Apply and create" : "Create";
+    create.disabled = toggle.checked && !plan;
+  }
   async function load() {
-    const result = await api("GET", `/api/pool-types/${encodeURIComponent(typeSelect.value)}/base-job-template`);
+    forget();
+    const type = encodeURIComponent(typeSelect.value);
+    const [result, options] = await Promise.all([
+      api("GET", `/api/pool-types/${type}/base-job-template`),
+      api("GET", `/api/pool-types/${type}/provision-options`)]);
     if (!result.ok) { template = null; fields.textContent = ""; say(form, problem(result)); return; }
     say(form, "");
     template = result.data;
     renderSchemaFields(fields, template.variables || {}, null);
+    const declared = options.ok && Array.isArray(options.data) ? options.data : [];
+    provision.hidden = !declared.length;
+    if (!declared.length) toggle.checked = false;
+    renderSchemaFields(optionFields, optionsSchema(declared), {});
+    provisionBody.hidden = !toggle.checked;
+    setCreateLabel();
   }
-  typeSelect.addEventListener("change", load);
-  await load();
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    if (!template) return;
-    let values;
-    try { values = collectFields(fields, false); } catch (e) { say(form, e.message); return; }
+  function templateBody() {
+    const values = collectFields(fields, false);
     const variables = JSON.parse(JSON.stringify(template.variables || {}));
     for (const [name, value] of Object.entries(values)) {
       if (variables.properties && variables.properties[name]) {
@@ -174,12 +228,57 @@ async function setUpPoolForm(form) {
         else variables.properties[name].default = value;
       }
     }
-    const body = {name: form.querySelector("[name=name]").value, type: typeSelect.value,
-                  base_job_template: {...template, variables}};
+    return {...template, variables};
+  }
+  typeSelect.addEventListener("change", load);
+  toggle.addEventListener("change", () => { provisionBody.hidden = !toggle.checked; forget(); });
+  form.querySelector("[name=name]").addEventListener("input", forget);
+  fields.addEventListener("input", forget);
+  optionFields.addEventListener("input", forget);
+  optionFields.addEventListener("change", forget);
+  form.querySelector("[data-show-plan]").addEventListener("click", async (event) => {
+    event.preventDefault();
+    if (!template) return;
+    let body;
+    try {
+      body = {name: form.querySelector("[name=name]").value, options: collectFields(optionFields, true),
+              base_job_template: templateBody()};
+    } catch (e) { say(form, e.message); return; }
+    event.target.disabled = true;
+    planBox.textContent = "Asking the cloud what exists…";
+    const result = await api("POST", `/api/pool-types/${encodeURIComponent(typeSelect.value)}/provision-plan`, body);
+    event.target.disabled = false;
+    if (!result.ok) { forget(); say(form, problem(result)); return; }
+    say(form, "");
+    plan = result.data;
+    showPlan(planBox, plan);
+    setCreateLabel();
+  });
+  await load();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!template) return;
+    let body;
+    try {
+      body = {name: form.querySelector("[name=name]").value, type: typeSelect.value,
+              base_job_template: templateBody()};
+    } catch (e) { say(form, e.message); return; }
     const limit = form.querySelector("[name=concurrency_limit]").value;
     if (limit !== "") body.concurrency_limit = Number(limit);
+    if (toggle.checked) {
+      if (!plan) { say(form, "Show the plan first: nothing is made before you have seen it."); return; }
+      body.provision = {options: collectFields(optionFields, true), confirm_plan: plan.digest};
+      showPlan(planBox, plan, ` — applying ${plan.changes} change(s), then creating the pool…`);
+      say(form, "");
+    }
+    create.disabled = true;
     const result = await api("POST", "/api/work-pools", body);
-    if (!result.ok) { say(form, problem(result)); return; }
+    create.disabled = false;
+    if (!result.ok) {
+      if (toggle.checked) { forget(); }
+      say(form, problem(result));
+      return;
+    }
     window.location.assign("/pools/" + encodeURIComponent(result.data.name));
   });
 }
