@@ -160,7 +160,8 @@ def seed(url: str, token: str | None) -> dict[str, str]:
 # type this server knows, a pool that exists, a valid cron, job variables against the pool's
 # own schema): for them a schema-valid request may still be a 422.
 SEMANTIC_422 = ["get_base_job_template", "create_pool", "update_pool", "apply_deployment",
-                "create_run", "webhook", "create_webhook"]
+                "create_run", "webhook", "create_webhook", "provision_options",
+                "provision_plan"]
 
 
 def fuzz_config() -> SchemathesisConfig:
