@@ -3,6 +3,7 @@ adopting its sandbox, explicit clients per pool, where the token and server come
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -63,6 +64,64 @@ async def test_no_image_means_debian_slim_with_the_pip_packages(
     image = modal_fake.images[modal_fake.sandbox(ref.infra_id).definition.image_id]
     assert any("pip install" in c and "pandas==2.2" in c and "pushpool" in c for c in image)
     assert modal_fake.count("ImageGetOrCreate") == 2  # the slim base, then the pip layer
+
+
+# (EnvironmentGetOrCreate is not counted: modal caches environments per process.)
+LOOKUPS = ("AppGetOrCreate", "ImageGetOrCreate", "SecretGetOrCreate")
+
+
+def lookups(fake: FakeModal) -> dict[str, int]:
+    return {name: fake.count(name) for name in LOOKUPS}
+
+
+async def test_a_second_submit_of_a_template_makes_no_lookup_rpc(
+        modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
+    secret_id = modal_fake.add_secret("db")
+    first = await modal_provider.submit(spec_for(modal_fake, "run-a", secrets=["db"]))
+    assert lookups(modal_fake) == dict.fromkeys(LOOKUPS, 1)
+    second = await modal_provider.submit(spec_for(modal_fake, "run-b", secrets=["db"]))
+    assert lookups(modal_fake) == dict.fromkeys(LOOKUPS, 1)  # only the create went
+    assert modal_fake.count("SandboxCreateV2") == 2
+    for ref in (first, second):
+        sandbox = modal_fake.sandbox(ref.infra_id)
+        assert sandbox.secret_ids == [secret_id]
+    assert modal_fake.sandbox(first.infra_id).definition.image_id == \
+        modal_fake.sandbox(second.infra_id).definition.image_id
+    # Other template content is other handles: its image and secret are looked up.
+    modal_fake.add_secret("other")
+    await modal_provider.submit(spec_for(modal_fake, "run-c", secrets=["other"],
+                                         image="python:3.13-slim"))
+    assert modal_fake.count("ImageGetOrCreate") == 2
+    assert modal_fake.count("SecretGetOrCreate") == 2
+
+
+async def test_a_burst_of_first_submits_looks_everything_up_once(
+        modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
+    modal_fake.add_secret("db")
+    refs = await asyncio.gather(*(modal_provider.submit(
+        spec_for(modal_fake, f"run-{i}", secrets=["db"])) for i in range(6)))
+    assert len({ref.infra_id for ref in refs}) == 6
+    assert lookups(modal_fake) == dict.fromkeys(LOOKUPS, 1)
+
+
+async def test_a_secret_made_again_is_resolved_afresh(
+        modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
+    modal_fake.add_secret("db")
+    await modal_provider.submit(spec_for(modal_fake, "run-a", secrets=["db"]))
+    modal_fake.delete_secret("db")
+    new_id = modal_fake.add_secret("db")
+    ref = await modal_provider.submit(spec_for(modal_fake, "run-b", secrets=["db"]))
+    assert modal_fake.sandbox(ref.infra_id).secret_ids == [new_id]
+    assert modal_fake.count("SecretGetOrCreate") == 2
+
+
+async def test_a_deleted_secret_fails_the_submit_naming_it(
+        modal_fake: FakeModal, modal_provider: ModalProvider) -> None:
+    modal_fake.add_secret("db")
+    await modal_provider.submit(spec_for(modal_fake, "run-a", secrets=["db"]))
+    modal_fake.delete_secret("db")
+    with pytest.raises(PermanentProviderError, match="'db' not found"):
+        await modal_provider.submit(spec_for(modal_fake, "run-b", secrets=["db"]))
 
 
 async def test_a_retried_submit_adopts_the_sandbox_it_made(modal_fake: FakeModal) -> None:

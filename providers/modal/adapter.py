@@ -2,7 +2,8 @@
 
 ``PROVIDER`` is what the registry loads for pool type ``modal:push``. Submitting opens
 (or reuses) an explicit ``modal.Client`` for the pool's server and token, looks up the
-pool's app (made if missing), and creates the run's sandbox, named from the run id and
+pool's app (made if missing; kept), reuses the template's resolved image and secrets
+(``providers.modal.handles``), and creates the run's sandbox, named from the run id and
 attempt and tagged with run, attempt, pool and deployment. A retried submit first looks
 the name up and adopts what it finds. A GPU sandbox is Modal's older kind, which the
 public name lookup finds only while it runs, so its id is also recorded in a Modal Dict
@@ -44,14 +45,16 @@ from providers.modal.config import default_base_job_template as _default_templat
 from providers.modal.config import validate_config as _validate_config
 from providers.modal.connection import Clients, Connection, app_name_for, resolve
 from providers.modal.errors import translate
+from providers.modal.handles import Handles, Resolved
 from providers.modal.logs import Readers, SandboxReaders, read_batch
 from providers.modal.sandbox import (
     POOL_TAG,
     build_image,
     command_of,
     create_kwargs,
-    image_key,
+    handles_key,
     sandbox_name,
+    secret_handles,
 )
 from providers.modal.status import missing_status, returncode_status
 from providers.provision_options import ProvisionOption
@@ -94,7 +97,8 @@ async def bounded(call: Awaitable[T], seconds: float, doing: str) -> T:
     """``call``, or RetryableProviderError once it has taken ``seconds`` (cancelling it;
     a create cut short is found again by name on the retry)."""
     try:
-        return await asyncio.wait_for(call, seconds)
+        async with asyncio.timeout(seconds):  # no task of its own, unlike wait_for
+            return await call
     except TimeoutError:
         raise RetryableProviderError(
             f"Modal {doing} took longer than {seconds:g} s (is the Modal server reachable?); "
@@ -132,9 +136,9 @@ class ModalProvider:
         self.settings = settings or ModalSettings.from_env()
         self.clients = Clients()
         self.readers = Readers(self.settings.readers_kept)
-        # Built images per (client, environment, image settings): once Modal has built
-        # one, later creates reuse its id instead of asking for it again on every submit.
-        self._images: dict[tuple[Any, ...], Any] = {}
+        # Images and named secrets per (client, environment, template content): once a
+        # create has resolved them, later creates reuse their ids instead of asking again.
+        self.handles = Handles()
         self._dicts: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------ configuration
@@ -183,6 +187,10 @@ class ModalProvider:
         except ValueError as exc:
             raise PermanentProviderError(str(exc)) from None
         except Exception as exc:
+            from modal.exception import NotFoundError
+
+            if isinstance(exc, NotFoundError):  # perhaps the kept app was stopped
+                self.clients.forget_app(conn)
             raise translate(exc, "create sandbox") from exc
 
     async def _find(self, conn: Connection, client: Any, spec: JobSpec,
@@ -234,24 +242,27 @@ class ModalProvider:
         import modal
         from modal.exception import AlreadyExistsError
 
-        key = (conn.client_key(), conn.environment, *image_key(spec, cfg))
-        image = self._images.get(key) or build_image(cfg, spec.image or cfg.image)
-        kwargs = create_kwargs(spec, cfg, app, client, image)
-        try:
-            sandbox = await modal.Sandbox.create.aio(*command, **kwargs)
-            if len(self._images) < 1000:
-                self._images[key] = image  # hydrated by the create that just succeeded
+        def make() -> Resolved:
+            return Resolved(build_image(cfg, spec.image or cfg.image), secret_handles(cfg))
+
+        async def create(handles: Resolved) -> Any:
+            kwargs = create_kwargs(spec, cfg, app, client, handles.image, handles.secrets)
+            try:
+                sandbox = await modal.Sandbox.create.aio(*command, **kwargs)
+            except AlreadyExistsError:
+                # A concurrent submit of the same attempt won the name: adopt its sandbox.
+                found = await self._find(conn, client, spec, cfg)
+                if found is None:
+                    raise
+                return found
             if cfg.gpu:
                 # At once: a crash between here and the dispatcher storing the reference
                 # is what a retry recovers from (while it runs, the name finds it too).
                 await self._ids(conn, client).put.aio(kwargs["name"], sandbox.object_id)
             return sandbox
-        except AlreadyExistsError:
-            # A concurrent submit of the same attempt won the name: adopt its sandbox.
-            found = await self._find(conn, client, spec, cfg)
-            if found is None:
-                raise
-            return found
+
+        key = (conn.client_key(), conn.environment, *handles_key(spec, cfg))
+        return await self.handles.create_with(key, make, create)
 
     # ------------------------------------------------------------------ status
 
@@ -488,7 +499,7 @@ class ModalProvider:
 
     async def close(self) -> None:
         self.readers.clear()
-        self._images.clear()
+        self.handles.clear()
         self._dicts.clear()
         await self.clients.close()
 

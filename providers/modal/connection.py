@@ -127,6 +127,7 @@ class Clients:
         self._clients: dict[tuple[str, ...], Any] = {}
         self._apps: dict[tuple[Any, ...], Any] = {}
         self._lock = asyncio.Lock()
+        self._app_lock = asyncio.Lock()
 
     async def client(self, conn: Connection) -> Any:
         key = conn.client_key()
@@ -146,13 +147,21 @@ class Clients:
 
         key = (conn.client_key(), conn.environment, conn.app_name)
         app = self._apps.get(key)
-        if app is None:
-            client = await self.client(conn)
-            app = await modal.App.lookup.aio(conn.app_name, create_if_missing=create,
-                                             environment_name=conn.environment or None,
-                                             client=client)
-            self._apps[key] = app
+        if app is not None:
+            return app
+        client = await self.client(conn)
+        async with self._app_lock:  # a burst of first submits looks the app up once
+            app = self._apps.get(key)
+            if app is None:
+                app = await modal.App.lookup.aio(conn.app_name, create_if_missing=create,
+                                                 environment_name=conn.environment or None,
+                                                 client=client)
+                self._apps[key] = app
         return app
+
+    def forget_app(self, conn: Connection) -> None:
+        """Look the app up again next time (it may have been stopped and made again)."""
+        self._apps.pop((conn.client_key(), conn.environment, conn.app_name), None)
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}

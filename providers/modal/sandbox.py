@@ -10,6 +10,7 @@ import functools
 import hashlib
 import inspect
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from providers.base import JobSpec, job_name_for
@@ -68,20 +69,25 @@ def _create_parameters() -> frozenset[str]:
     return frozenset(n for n, p in names.items() if p.kind is p.KEYWORD_ONLY)
 
 
-def image_key(spec: JobSpec, cfg: ModalConfig) -> tuple[Any, ...]:
-    """What makes two runs' images the same one (the cache key of a built image)."""
+def handles_key(spec: JobSpec, cfg: ModalConfig) -> tuple[Any, ...]:
+    """What makes two runs' image and named secrets the same ones (their cache key)."""
     return (spec.image or cfg.image, tuple(cfg.pip_packages), cfg.python_version,
-            cfg.registry_secret)
+            cfg.registry_secret, tuple(cfg.secrets))
+
+
+def secret_handles(cfg: ModalConfig) -> tuple[Any, ...]:
+    import modal
+
+    return tuple(modal.Secret.from_name(name) for name in cfg.secrets)
 
 
 def create_kwargs(spec: JobSpec, cfg: ModalConfig, app: Any, client: Any,
-                  image: Any = None) -> dict[str, Any]:
-    """Keyword arguments of ``Sandbox.create`` (the command goes positionally).
+                  image: Any = None, secrets: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``Sandbox.create`` (the command goes positionally); ``image``
+    and ``secrets`` are handles to reuse, made here when not given.
 
     Raises ValueError naming the field for what only the installed client can judge (an
     option it does not take)."""
-    import modal
-
     accepted = _create_parameters()
     for key in cfg.options:
         if key in RESERVED_OPTIONS:
@@ -102,7 +108,7 @@ def create_kwargs(spec: JobSpec, cfg: ModalConfig, app: Any, client: Any,
         "tags": tags_for(spec, cfg),
         "image": image if image is not None else build_image(cfg, spec.image or cfg.image),
         "env": env,
-        "secrets": [modal.Secret.from_name(name) for name in cfg.secrets],
+        "secrets": list(secret_handles(cfg) if secrets is None else secrets),
         "timeout": min(spec.timeout or cfg.timeout or MAX_TIMEOUT, MAX_TIMEOUT),
     }
     for key, value in (("cpu", float(cpu) if cpu else None), ("memory", memory),

@@ -124,6 +124,11 @@ class FakeModal(GrpcFake):
             self.secrets[(environment, name)] = sid
             return sid
 
+    def delete_secret(self, name: str, environment: str = "main") -> None:
+        """As ``modal secret delete``: its id is refused from now on."""
+        with self._state:
+            del self.secrets[(environment, name)]
+
     def break_image(self, marker: str, error: str) -> None:
         """Fail the build of any image whose Dockerfile mentions ``marker``."""
         self.broken_images[marker] = error
@@ -279,6 +284,10 @@ class FakeModal(GrpcFake):
             raise GRPCError(Status.NOT_FOUND, f"App {app_id} not found")
         if definition.image_id not in self.images:
             raise GRPCError(Status.INVALID_ARGUMENT, f"Image {definition.image_id} not found")
+        known = set(self.secrets.values()) | set(self.secret_env)
+        for secret_id in secret_ids:
+            if secret_id not in known:
+                raise GRPCError(Status.NOT_FOUND, f"Secret {secret_id} not found")
         with self._state:
             name = definition.name
             if name and any(sb.name == name and sb.app_id == app_id and sb.running
