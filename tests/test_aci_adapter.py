@@ -59,7 +59,7 @@ async def test_retry_after_a_crash_adopts_the_group_instead_of_making_another(
     aci_fake.aci.start(RG, group_name("run-crash", 1))
     again = make_provider()  # a fresh process
     try:
-        ref2 = await again.submit(spec)
+        ref2 = await again.submit(dataclasses.replace(spec, retried=True))
         assert ref2.infra_id == ref.infra_id
         assert aci_fake.server.count("containerGroups.create") == 1
         assert len(aci_fake.aci.names(RG)) == 1
@@ -76,7 +76,19 @@ async def test_a_foreign_group_with_the_name_is_refused(
     group = aci_fake.aci.groups[(aci_fake.subscription, RG.lower(), group_name("run-x", 1))]
     group["tags"] = {"owner": "someone else"}
     with pytest.raises(PermanentProviderError, match="was not made for this run"):
-        await aci_provider.submit(spec_for(aci_fake, "run-x", 1))
+        await aci_provider.submit(dataclasses.replace(spec_for(aci_fake, "run-x", 1),
+                                                      retried=True))
+
+
+async def test_a_first_call_puts_at_once_and_only_a_retried_one_reads_first(
+        aci_fake: FakeAzure, aci_provider: AciProvider) -> None:
+    spec = spec_for(aci_fake, "run-first", 1)
+    await aci_provider.submit(spec)
+    assert aci_fake.server.count("containerGroups.get") == 0
+    assert aci_fake.server.count("containerGroups.create") == 1
+    await aci_provider.submit(dataclasses.replace(spec, retried=True))  # adopts it
+    assert aci_fake.server.count("containerGroups.get") == 1
+    assert aci_fake.server.count("containerGroups.create") == 1
 
 
 @pytest.mark.parametrize(("move", "phase", "exit_code", "reason"), [

@@ -1,17 +1,17 @@
 """The azure-container-instance:push adapter: one container group per run attempt.
 
-``submit`` PUTs a group named from the run and attempt (``body.group_name``) after a GET
-that adopts one an earlier, interrupted try made; creates go through the subscription's
-create budget (``ratelimit``). The returned ``InfraRef`` carries the ``arm.Connection``
-(subscription, resource group, endpoint, cloud, identity), so any process can follow the
-run. ``status_many`` reads one list per resource group per pass and GETs only the groups
-the list cannot settle (running or finished ones; lists carry no instance view), within
-a read budget; ``status`` maps Azure's states as documented in ``status``. Cancel stops
-the group (a group still provisioning is deleted instead); cleanup deletes it once the
-run is final unless ``keep_container_group``. Deletes go through the subscription's delete
-budget as creates go through its create budget, and a 429 pauses either until its
-Retry-After. Logs: ``containers.list_logs`` with
-timestamps (``logs``). Event Grid deliveries: ``events``. Provisioning: ``provision``.
+``submit`` PUTs a group named from the run and attempt (``body.group_name``); a retried
+submit first GETs it, to adopt one an earlier, interrupted try made. Creates go through
+the subscription's create budget (``ratelimit``). The returned ``InfraRef`` carries the
+``arm.Connection`` (subscription, resource group, endpoint, cloud, identity), so any
+process can follow the run. ``status_many`` reads one list per resource group per pass
+and GETs only the groups the list cannot settle (running or finished ones; lists carry no
+instance view), within a read budget; ``status`` maps Azure's states as documented in
+``status``. Cancel stops the group (a group still provisioning is deleted instead);
+cleanup deletes it once the run is final unless ``keep_container_group``. Deletes go
+through the subscription's delete budget as creates go through its create budget, and a
+429 pauses either until its Retry-After. Logs: ``containers.list_logs`` with timestamps
+(``logs``). Event Grid deliveries: ``events``. Provisioning: ``provision``.
 
 Settings come from ``PUSHPOOL_ACI_*`` environment variables (``AciSettings``). The SDK
 is imported on first use (``arm``), never by importing this package.
@@ -242,7 +242,9 @@ class AciProvider:
         name = group_name(spec.run_id, spec.attempt)
         client = self.arm.aci(conn)
         rg = conn.resource_group
-        existing = await self._existing(client, rg, name)
+        # Only a retried call can find its group made (the name is the run's and the
+        # attempt's alone): the dispatcher's first call of a fresh claim PUTs at once.
+        existing = await self._existing(client, rg, name) if spec.retried else None
         if existing is not None:
             tags = existing.get("tags") or {}
             if tags.get(RUN_TAG) != spec.run_id or tags.get(ATTEMPT_TAG) != str(spec.attempt):

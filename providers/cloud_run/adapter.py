@@ -206,7 +206,7 @@ class CloudRunProvider:
     async def _rpc(self, conn: Connection, service: str, method: str, what: str,
                    **kwargs: Any) -> Any:
         """One SDK call in the pool; SDK errors become the contract's errors."""
-        client = await self.google.call(self.google.run, conn, service)
+        client = await self.google.run_client(conn, service)
         fn = getattr(client, method)
 
         def call() -> Any:
