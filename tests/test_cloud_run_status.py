@@ -220,3 +220,35 @@ async def test_the_event_loop_stays_free_while_google_answers(
     await task
     assert ticks > 5
     await wait_for(lambda: len(fake.run.executions) == 20, what="20 executions")
+
+
+async def test_a_pass_over_many_runs_of_a_job_lists_its_executions_once(
+        fake: FakeGoogle, provider: CloudRunProvider) -> None:
+    refs = [await _submit(fake, provider, f"many-{i}") for i in range(6)]
+    for ref in refs[:4]:
+        fake.run.start(ref.infra_id)
+    fake.run.succeed(refs[1].infra_id)
+    fake.run.fail(refs[2].infra_id, 7)  # its exit code is on its tasks: read on its own
+    before = dict(fake.server.calls)
+    many = await provider.status_many(refs)
+    calls = {k: v - before.get(k, 0) for k, v in fake.server.calls.items()}
+    assert calls.get("executions.list") == 1 and calls.get("executions.get") == 1
+    assert [many[r.infra_id].phase for r in refs] == [
+        InfraPhase.RUNNING, InfraPhase.SUCCEEDED, InfraPhase.FAILED, InfraPhase.RUNNING,
+        InfraPhase.PENDING, InfraPhase.PENDING]
+    assert many[refs[2].infra_id].exit_code == 7
+    # The same answers as one read each.
+    for ref in refs:
+        assert (await provider.status(ref)).phase is many[ref.infra_id].phase
+
+
+async def test_a_throttled_listing_leaves_its_runs_out_and_changes_nothing(
+        fake: FakeGoogle, provider: CloudRunProvider) -> None:
+    refs = [await _submit(fake, provider, f"list-429-{i}") for i in range(3)]
+    for ref in refs:
+        fake.run.start(ref.infra_id)
+    fake.server.fail_next("executions.list", 429, "Quota exceeded for read requests.")
+    with pytest.raises(RetryableProviderError):
+        await provider.status_many(refs)  # nothing read: the error, no phase
+    many = await provider.status_many(refs)
+    assert all(s.phase is InfraPhase.RUNNING for s in many.values()) and len(many) == 3
