@@ -186,27 +186,28 @@ class AciProvider:
         _validate_config(config)
 
     def create_budget(self, subscription_id: str) -> WindowBudget:
-        key = subscription_id.lower()
-        budget = self._create_budgets.get(key)
-        if budget is None:
-            s = self.settings
-            budget = self._create_budgets[key] = WindowBudget(
-                "container group creates", "create limit: PUSHPOOL_ACI_CREATES_PER_5MIN, "
-                "PUSHPOOL_ACI_CREATES_PER_HOUR",
-                [(s.creates_per_5min, 300.0), (s.creates_per_hour, 3600.0)],
-                max_wait=s.max_create_wait)
-        return budget
+        s = self.settings
+        return self._window_budget(
+            self._create_budgets, subscription_id, "container group creates",
+            "create limit: PUSHPOOL_ACI_CREATES_PER_5MIN, PUSHPOOL_ACI_CREATES_PER_HOUR",
+            [(s.creates_per_5min, 300.0), (s.creates_per_hour, 3600.0)], s.max_create_wait)
 
     def delete_budget(self, subscription_id: str) -> WindowBudget:
+        s = self.settings
+        return self._window_budget(
+            self._delete_budgets, subscription_id, "container group deletes",
+            "delete limit: PUSHPOOL_ACI_DELETES_PER_5MIN, PUSHPOOL_ACI_DELETES_PER_HOUR",
+            [(s.deletes_per_5min, 300.0), (s.deletes_per_hour, 3600.0)], s.max_delete_wait)
+
+    @staticmethod
+    def _window_budget(store: dict[str, WindowBudget], subscription_id: str, what: str,
+                       setting: str, windows: list[tuple[int, float]],
+                       max_wait: float) -> WindowBudget:
+        """The subscription's budget for one operation (ARM limits them per subscription)."""
         key = subscription_id.lower()
-        budget = self._delete_budgets.get(key)
+        budget = store.get(key)
         if budget is None:
-            s = self.settings
-            budget = self._delete_budgets[key] = WindowBudget(
-                "container group deletes", "delete limit: PUSHPOOL_ACI_DELETES_PER_5MIN, "
-                "PUSHPOOL_ACI_DELETES_PER_HOUR",
-                [(s.deletes_per_5min, 300.0), (s.deletes_per_hour, 3600.0)],
-                max_wait=s.max_delete_wait)
+            budget = store[key] = WindowBudget(what, setting, windows, max_wait=max_wait)
         return budget
 
     def _budget(self, store: dict[str, AdaptiveTokenBucket], conn: Connection, burst: float,
