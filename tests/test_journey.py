@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from dispatcher.store.tables import metadata
+from tests.conftest import truncate_postgres
 from tests.fakes.pushpool_server import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -71,7 +70,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
     env: dict[str, str] = {"PUSHPOOL_SCHEDULER_MIN_RUNS": "3"}
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
-        _truncate(url)
+        truncate_postgres(url)
         env["PUSHPOOL_DATABASE_URL"] = url
     srv = ServerProcess(tmp_path / "home", env=env)
     srv.start()
@@ -79,22 +78,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerPro
         yield srv
     finally:
         srv.stop()
-
-
-def _truncate(url: str) -> None:
-
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    async def run() -> None:
-        engine = create_async_engine(url)
-        async with engine.begin() as conn:
-            names = ", ".join(t.name for t in metadata.sorted_tables)
-            await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await engine.dispose()
-
-    from tests.conftest import _run_sync
-
-    _run_sync(run())
 
 
 class Cli:
