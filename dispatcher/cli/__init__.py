@@ -1,5 +1,6 @@
-"""``pushpool``: the command line. Typer + Rich, and it talks only to the HTTP API (but for
-``secrets rotate-key``, which works on the store and its key, see cli/secrets.py).
+"""``pushpool``: the command line. Typer + Rich, and it talks only to the HTTP API, but for
+the two commands that must work with no server running: ``secrets rotate-key`` (the store
+and its key, cli/secrets.py) and ``tick`` (one pass of the engine, cli/serverless.py).
 
 The command groups live in pools (work-pool, work-queue), deployments (deployment), runs
 (run), webhooks (webhook), secrets and serverless (tick, serverless package); this module
