@@ -3,6 +3,7 @@ cleanup, throttling and Azure's errors, beyond the shared conformance suite."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 import sys
@@ -412,3 +413,90 @@ def test_importing_the_adapter_does_not_import_the_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_listing_of_many_pages_is_followed_to_its_end(
+        aci_fake: FakeAzure, aci_provider: AciProvider) -> None:
+    aci_fake.aci.page_size = 3
+    refs = [await aci_provider.submit(spec_for(aci_fake, f"run-p{i}", 1)) for i in range(7)]
+    aci_fake.server.reset()
+    statuses = await aci_provider.status_many(refs)
+    assert len(statuses) == 7
+    assert {s.phase for s in statuses.values()} == {InfraPhase.PENDING}
+    assert aci_fake.server.count("containerGroups.list") == 3  # 3 + 3 + 1, by nextLink
+    assert aci_fake.server.count("containerGroups.get") == 0
+    aci_fake.aci.start(RG, str(refs[6].connection["group"]))  # on the last page
+    statuses = await aci_provider.status_many(refs)
+    assert statuses[refs[6].infra_id].phase is InfraPhase.RUNNING
+
+
+class ConnectProxy:
+    """An HTTP proxy on 127.0.0.1 that tunnels CONNECT requests and counts them."""
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        method, target, _ = (await reader.readline()).decode().split(" ", 2)
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        if method != "CONNECT":
+            writer.close()
+            return
+        self.tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+async def test_the_environments_proxy_carries_arm_calls_unless_no_proxy_names_the_host(
+        aci_fake: FakeAzure, monkeypatch: pytest.MonkeyPatch, bypassed: bool) -> None:
+    # The transports are told not to read the environment per request (aiohttp would look
+    # up the proxy and ~/.netrc on a thread for every call); the proxy is read once. ARM
+    # is addressed as localhost here, the sign-in as 127.0.0.1 (azure-identity's own
+    # transport reads the environment itself), so the tunnels tell the two apart.
+    proxy = ConnectProxy()
+    await proxy.start()
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "localhost" if bypassed else "example.invalid")
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = make_provider()
+    try:
+        arm = aci_fake.base_url.replace("127.0.0.1", "localhost")
+        ref = await provider.submit(spec_for(aci_fake, "run-proxy", 1,
+                                             resource_manager_endpoint=arm))
+        assert (await provider.status(ref)).phase is InfraPhase.PENDING
+    finally:
+        await provider.close()
+        await proxy.stop()
+    through_proxy = [t for t in proxy.tunnels if t.startswith("localhost:")]
+    if bypassed:
+        assert through_proxy == []
+    else:
+        assert through_proxy, f"no ARM call went through the proxy: {proxy.tunnels}"

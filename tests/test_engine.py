@@ -3,6 +3,7 @@ lease, retries, permanent errors, cancel, timeout, pause and resume, scheduling.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -287,3 +288,40 @@ async def test_stop_hands_back_unstarted_claims_and_keeps_started_ones_leased(
     assert began.state is RunState.PENDING and began.infra_id is None  # lease expires, retried
     assert waiting.state is RunState.SCHEDULED
     assert "dispatcher stopped" in (waiting.state_message or "")
+
+
+async def test_a_watch_pass_over_many_runs_hands_the_loop_back_and_writes_every_change(
+        pool: Database) -> None:
+    # 260 runs started at once: one pass reads them all, lets other work run between
+    # slices of its bookkeeping (the recording provider answers without suspending, as an
+    # adapter answering from a cache does), and writes every change, in several chunks.
+    from dispatcher.engine import watcher
+    from dispatcher.engine.tick import run_tick
+
+    count = 260
+    assert count > watcher.APPLY_CHUNK
+    run_ids = [(await operations.runs.create_run(pool, "f/d", RunCreate()))[0].id
+               for _ in range(count)]
+    await run_tick(pool, fast_settings(claim_batch_size=500), 30)
+    assert all(STATE.submits[r] == 1 for r in run_ids)
+    ticks = 0
+    marks: list[int] = []
+    STATE.on_logs = lambda: marks.append(ticks)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        eng = Engine(pool, fast_settings(watch_batch_size=500))
+        await eng.watcher.watch_once()
+    finally:
+        task.cancel()
+    assert len(marks) == count
+    # Without the hand-backs every logs call of the pass runs in one step of the loop.
+    assert len(set(marks)) >= count // 50
+    states = [await state_of(pool, r) for r in run_ids]
+    assert states == [RunState.RUNNING] * count

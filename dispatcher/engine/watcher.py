@@ -34,6 +34,11 @@ from providers.base import InfraPhase, InfraRef, InfraStatus, LogLine, Provider
 log = logging.getLogger(__name__)
 
 FAST_POLL_SECONDS = 0.2  # providers on this host (process) answer from local files
+APPLY_CHUNK = 100  # runs whose changes one transaction writes
+# A pass hands the event loop back after this many runs, so that a page of hundreds of
+# runs never holds up a claim or an API request for the whole of its bookkeeping (an
+# adapter answering from a cache returns without letting the loop run).
+YIELD_EVERY = 50
 
 
 @dataclass
@@ -152,17 +157,19 @@ class Watcher:
             self._last_poll.update({t: loop_time for t in self._sweep_types})
         changes: dict[str, Change] = {}
         now = utcnow()
+        refs: dict[str, InfraRef] = {}  # opened once a pass: each is a decryption
         for pool_type, group in by_type.items():
             provider = providers[pool_type]
             if provider is None:
                 changes.update({run.run_id: Change(RunState.CRASHED, self._unavailable[pool_type])
                                 for run in group})
             elif pool_type in self._sweep_types:
-                changes.update(await self._watch_group(provider, group, now))
+                changes.update(await self._watch_group(provider, group, now, refs))
         if changes:
             await self._apply(changes, {
-                r.run_id: (provider, infra_ref(r, self.db.secrets)) for r in watched
-                if r.infra_id and (provider := providers[r.pool_type]) is not None})
+                r.run_id: (provider, refs.get(r.run_id) or infra_ref(r, self.db.secrets))
+                for r in watched if r.run_id in changes and r.infra_id
+                and (provider := providers[r.pool_type]) is not None})
         self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
         if self._resume_after:
             return 0.0
@@ -177,7 +184,7 @@ class Watcher:
             return None
 
     async def _watch_group(self, provider: Provider, group: list[WatchedRun],
-                           now: datetime) -> dict[str, Change]:
+                           now: datetime, refs: dict[str, InfraRef]) -> dict[str, Change]:
         changes: dict[str, Change] = {}
         submitted = [r for r in group if r.infra_id]
         for run in group:
@@ -188,22 +195,27 @@ class Watcher:
                 changes[run.run_id] = Change(RunState.CANCELLED, "cancelled before submission")
         if not submitted:
             return changes
+        for i, run in enumerate(submitted):
+            refs[run.run_id] = infra_ref(run, self.db.secrets)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         try:
-            box = self.db.secrets
-            statuses = await provider.status_many([infra_ref(r, box) for r in submitted])
+            statuses = await provider.status_many([refs[r.run_id] for r in submitted])
         except Exception as exc:
             # A provider hiccup must never end a run: keep watching (ACI #22077).
             log.warning("status of %d %s run(s) failed: %s", len(submitted),
                         provider.pool_type, exc)
             return changes
-        for run in submitted:
+        for i, run in enumerate(submitted):
             assert run.infra_id is not None
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             status = statuses.get(run.infra_id)
             if status is None:
                 continue
             change = Change()
             try:
-                batch = await provider.logs(infra_ref(run, self.db.secrets), run.log_cursor)
+                batch = await provider.logs(refs[run.run_id], run.log_cursor)
                 change.logs, change.cursor = batch.lines, batch.cursor
             except Exception as exc:
                 log.warning("logs of run %s failed: %s", run.run_id, exc)
@@ -249,17 +261,25 @@ class Watcher:
 
     async def _apply(self, changes: dict[str, Change],
                      infra_ids: dict[str, tuple[Provider, InfraRef]]) -> None:
-        steps: list[StateChange] = []
-        for run_id, change in changes.items():
-            if change.state is None:
-                continue
-            steps += steps_to(run_id, change.state, change.message, change.fields)
-        def apply(conn: Connection) -> list[str]:
-            append_logs_in(conn, {run_id: (c.logs, c.cursor)
-                                  for run_id, c in changes.items() if c.logs or c.cursor})
-            return transition_many(conn, steps) if steps else []
+        moved: list[str] = []
+        items = list(changes.items())
+        # A transaction per chunk of runs, not one per page: a claim or a run's creation
+        # waits on the store's writer behind one chunk at most (a page of 500 runs that
+        # all started is half a second of SQLite writes on a busy host).
+        for start in range(0, len(items), APPLY_CHUNK):
+            chunk = items[start:start + APPLY_CHUNK]
+            steps: list[StateChange] = []
+            for run_id, change in chunk:
+                if change.state is not None:
+                    steps += steps_to(run_id, change.state, change.message, change.fields)
 
-        moved = await self.db.run(apply, write=True)
+            def apply(conn: Connection, chunk: list[tuple[str, Change]] = chunk,
+                      steps: list[StateChange] = steps) -> list[str]:
+                append_logs_in(conn, {run_id: (c.logs, c.cursor)
+                                      for run_id, c in chunk if c.logs or c.cursor})
+                return transition_many(conn, steps) if steps else []
+
+            moved += await self.db.run(apply, write=True)
         ended = [r for r in moved if (state := changes[r].state) is not None and state.is_final]
         for run_id in ended:
             self._timed_out.discard(run_id)

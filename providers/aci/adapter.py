@@ -32,8 +32,10 @@ from providers.aci.arm import (
     CLOUDS,
     ArmClients,
     Connection,
+    arm_json,
     connection_from_config,
     is_not_found,
+    list_json,
     provider_error,
     with_retries,
 )
@@ -150,11 +152,6 @@ def console_url(conn: Connection, group: str) -> str | None:
     return f"{cloud.portal}/#resource{resource_id(conn, group)}/overview"
 
 
-def _raw_json(response: Any, deserialized: Any, headers: Any) -> Any:
-    """``cls=`` for SDK calls: the body as ARM sent it (camelCase JSON)."""
-    return json.loads(response.http_response.text() or "null")
-
-
 class AciProvider:
     """Azure Container Instances push pools (``azure-container-instance:push``)."""
 
@@ -241,11 +238,10 @@ class AciProvider:
                                          "deployment or the pool")
         conn = connection_from_config(cfg)
         name = group_name(spec.run_id, spec.attempt)
-        client = self.arm.aci(conn)
         rg = conn.resource_group
         # Only a retried call can find its group made (the name is the run's and the
         # attempt's alone): the dispatcher's first call of a fresh claim PUTs at once.
-        existing = await self._existing(client, rg, name) if spec.retried else None
+        existing = await self._existing(conn, name) if spec.retried else None
         if existing is not None:
             tags = existing.get("tags") or {}
             if tags.get(RUN_TAG) != spec.run_id or tags.get(ATTEMPT_TAG) != str(spec.attempt):
@@ -264,8 +260,7 @@ class AciProvider:
         payload = json.dumps(body).encode()
         try:
             # The PUT only: provisioning is followed by status reads, not by this LRO.
-            await client.container_groups.begin_create_or_update(
-                rg, name, payload, content_type="application/json")
+            await arm_json(self.arm.pipeline(conn), "PUT", resource_id(conn, name), payload)
         except Exception as exc:
             error = provider_error(exc, f"creating container group {name}")
             if isinstance(error, RetryableProviderError) and error.throttled:
@@ -274,10 +269,12 @@ class AciProvider:
         self._hint(infra_id_for(resource_id(conn, name)), InfraPhase.PENDING)
         return self._ref(conn, name, cfg)
 
-    async def _existing(self, client: Any, rg: str, name: str) -> dict[str, Any] | None:
+    async def _existing(self, conn: Connection, name: str) -> dict[str, Any] | None:
+        pipeline = self.arm.pipeline(conn)
+
         async def get() -> Any:
             try:
-                return await client.container_groups.get(rg, name, cls=_raw_json)
+                return await arm_json(pipeline, "GET", resource_id(conn, name))
             except Exception as exc:
                 if is_not_found(exc):
                     return None
@@ -397,15 +394,15 @@ class AciProvider:
                     ) -> dict[str, Mapping[str, Any]] | None:
         if not budget.try_acquire():
             return None
-        client = self.arm.aci(conn)
+        pipeline = self.arm.pipeline(conn)
+        path = resource_id(conn, "").rstrip("/")
 
         async def list_all() -> dict[str, Mapping[str, Any]]:
             found: dict[str, Mapping[str, Any]] = {}
-            pages = client.container_groups.list_by_resource_group(
-                conn.resource_group,
-                cls=lambda items: [i.serialize(keep_readonly=True) for i in items])
-            async for item in pages:
-                found[str(item.get("name") or str(item.get("id", "")).rsplit("/", 1)[-1])] = item
+            async for page in list_json(pipeline, path):
+                for item in page:
+                    name = item.get("name") or str(item.get("id", "")).rsplit("/", 1)[-1]
+                    found[str(name)] = item
             return found
 
         try:
@@ -417,12 +414,11 @@ class AciProvider:
             raise
 
     async def _get_status(self, target: Target) -> InfraStatus | None:
-        client = self.arm.aci(target.conn)
+        pipeline = self.arm.pipeline(target.conn)
 
         async def get() -> Any:
             try:
-                return await client.container_groups.get(target.conn.resource_group,
-                                                         target.group, cls=_raw_json)
+                return await arm_json(pipeline, "GET", resource_id(target.conn, target.group))
             except Exception as exc:
                 if getattr(exc, "status_code", None) == 404:
                     return None

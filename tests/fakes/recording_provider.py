@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -43,6 +43,7 @@ class RecordingState:
     submitted_event: asyncio.Event | None = None
     connection: dict[str, Any] = field(default_factory=dict)  # what submit's InfraRef holds
     status_refs: list[InfraRef] = field(default_factory=list)  # what status calls were given
+    on_logs: Callable[[], None] | None = None  # called at every logs call
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -99,6 +100,8 @@ class RecordingProvider:
         STATE.phases[ref.infra_id.removeprefix("rec-")] = InfraPhase.CANCELLED
 
     async def logs(self, ref: InfraRef, cursor: str | None) -> LogBatch:
+        if STATE.on_logs is not None:
+            STATE.on_logs()
         return LogBatch([], cursor)
 
     async def cleanup(self, ref: InfraRef) -> None:
