@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     tick_allow_sqlite: bool = Field(
         default=False, description="Let ticks run on SQLite (tests, one VM): functions share "
                                    "no file, so the serverless store is PostgreSQL")
+    tick_idle_probe: bool = Field(
+        default=True, description="A cloud function's tick first asks PostgreSQL in one "
+                                  "read whether anything is due, and stops there if not")
     log_level: str = "INFO"
     extra_providers: dict[str, str] = Field(
         default_factory=dict,

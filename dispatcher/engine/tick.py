@@ -20,12 +20,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
 from dispatcher.engine.engine import Engine
+from dispatcher.engine.tick_summary import TickSummary
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 
@@ -42,30 +42,6 @@ ALLOW_SQLITE_HINT = ("use PostgreSQL (PUSHPOOL_DATABASE_URL=postgresql+asyncpg:/
 
 class TickRefused(Exception):
     """A tick cannot run against this store (SQLite, not allowed)."""
-
-
-@dataclass
-class TickSummary:
-    """What one tick did: counts, and milliseconds per phase."""
-
-    scheduled: int = 0  # runs the schedules materialised
-    watch_passes: int = 0  # pages of active runs whose status and logs were read
-    claimed: int = 0  # runs claimed, to be submitted (or ended by a policy)
-    unfinished: int = 0  # claimed runs still submitting when time ran out
-    complete: bool = True  # False: work is left for the next tick
-    left: list[str] = field(default_factory=list)  # what was left, in words
-    ms: dict[str, float] = field(default_factory=dict)  # per phase, and "total"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def line(self) -> str:
-        """One line for a log or a terminal."""
-        text = (f"tick: {self.scheduled} scheduled, {self.claimed} claimed, "
-                f"{self.watch_passes} watch pass(es) in {self.ms.get('total', 0):.0f} ms")
-        if not self.complete:
-            text += "; left for the next tick: " + "; ".join(self.left)
-        return text
 
 
 def check_store(url_backend: str, settings: Settings, allow_sqlite: bool = False) -> None:

@@ -26,7 +26,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -78,7 +78,7 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _postgresql_engine(url: str) -> AsyncEngine:
+def _postgresql_engine(url: str, first_connection: Any = None) -> AsyncEngine:
     # A fixed pool and no overflow: past ten transactions at once, callers wait their turn
     # instead of opening connections that are closed again on return (a connection costs a
     # few milliseconds to open, more than queueing for one). One event loop drives them all,
@@ -87,8 +87,11 @@ def _postgresql_engine(url: str) -> AsyncEngine:
     # invalidates the whole pool, and the callers' retries find fresh connections.
     from sqlalchemy.ext.asyncio import create_async_engine
 
+    options: dict[str, Any] = {}
+    if first_connection is not None:
+        options["async_creator"] = _handing_over(url, first_connection)
     engine = create_async_engine(url, pool_size=10, max_overflow=0, pool_pre_ping=False,
-                                 hide_parameters=True)
+                                 hide_parameters=True, **options)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -100,6 +103,23 @@ def _postgresql_engine(url: str) -> AsyncEngine:
         dbapi_conn.run_async(lambda conn: conn.execute("SET jit = off"))
 
     return engine
+
+
+def _handing_over(url: str, first_connection: Any) -> Callable[[], Awaitable[Any]]:
+    """An ``async_creator`` whose first connection is one already open (a cloud
+    function's idle probe made it), then new ones made as SQLAlchemy would from ``url``."""
+    import asyncpg
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    args, kwargs = dialect().create_connect_args(make_url(url))
+    spare = [first_connection]
+
+    async def connect() -> Any:
+        if spare:
+            return spare.pop()
+        return await asyncpg.connect(*args, **kwargs)
+
+    return connect
 
 
 def _run_migrations(sync_conn: Connection, secrets: Callable[[], SecretBox]) -> None:
@@ -164,8 +184,10 @@ class Database:
 
     @classmethod
     async def connect(cls, url: str, *, migrate: bool = True,
-                      secrets: SecretBox | Callable[[], SecretBox] | None = None
-                      ) -> Database:
+                      secrets: SecretBox | Callable[[], SecretBox] | None = None,
+                      first_connection: Any = None) -> Database:
+        """``first_connection``: an open asyncpg connection to ``url`` (PostgreSQL) that
+        becomes the pool's first, instead of opening another."""
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             # A URI (``file:...?mode=ro&uri=true``) names its file its own way, and one
@@ -175,7 +197,8 @@ class Database:
                 _private_file(Path(parsed.database).expanduser())
             db = cls(url, sync_engine=_sqlite_engine(url), secrets=secrets)
         else:
-            db = cls(url, async_engine=_postgresql_engine(url), secrets=secrets)
+            db = cls(url, async_engine=_postgresql_engine(url, first_connection),
+                     secrets=secrets)
         # At head already (the usual case), the migration check is one read: Alembic is
         # not even imported.
         if migrate and not await db.run(at_head):
