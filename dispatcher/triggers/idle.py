@@ -106,8 +106,9 @@ async def probe(url: str, settings: Any, head: str | None, now: datetime | None 
                 ) -> tuple[ProbeAnswer | None, Any]:
     """Read the probe in one asyncpg connection. Answers what it read (None: run the full
     tick: not PostgreSQL, the store not at ``head``, or an error, which the full tick then
-    meets and reports) and the connection, still open when the full tick is to run (the
-    store takes it over, so a cold tick opens one connection either way)."""
+    meets and reports) and the connection, still open when the full tick is to run: the
+    store takes it over as its pool's first, so probing costs a tick with work no
+    connection of its own."""
     import time
 
     kwargs = connect_kwargs(url)
