@@ -5,6 +5,7 @@ outlives the processes); SQLite is refused unless allowed; bad flags exit 2."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -112,3 +113,31 @@ def test_the_command_refuses_sqlite_unless_allowed_and_bad_budgets(
     allowed = runner.invoke(app, ["tick", "--allow-sqlite", "--output", "json"])
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(allowed.output)["complete"] is True
+
+
+@pytest.mark.postgres
+async def test_the_command_answers_an_idle_store_with_the_probe_and_works_otherwise(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dispatcher.settings import get_settings
+    from tests.conftest import truncate_postgres
+
+    truncate_postgres(postgres_url)
+    monkeypatch.setenv("PUSHPOOL_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    STATE.reset()
+    db = await Database.connect(postgres_url, migrate=False)
+
+    async def tick() -> dict:  # the command runs its own event loop: off this one
+        answer = await asyncio.to_thread(CliRunner().invoke, app, ["tick", "--output", "json"])
+        assert answer.exit_code == 0, answer.output
+        summary: dict = json.loads(answer.output)
+        return summary
+
+    try:
+        assert (await tick())["idle"] is True
+        await due_runs(db, 2)
+        busy = await tick()
+    finally:
+        await db.close()
+    assert busy["idle"] is False and busy["claimed"] == 2
+    assert all(STATE.submits[r] == 1 for r in STATE.submits) and len(STATE.submits) == 2

@@ -31,17 +31,28 @@ def tick(
     """Run one bounded pass: schedule, watch active runs, claim and submit due runs."""
     import asyncio
 
-    from dispatcher.engine.tick import TickRefused, tick_once
-    from dispatcher.server import configure_logging
+    from dispatcher.engine.tick_summary import TickRefused, TickSummary
     from dispatcher.settings import get_settings
+    from dispatcher.triggers.idle import idle_tick
 
     if not 0 < max_seconds <= MAX_TICK_SECONDS:
         raise CliError(f"--max-seconds {max_seconds:g} is out of range",
                        f"give a number of seconds above 0 and at most {MAX_TICK_SECONDS:g}")
     settings = get_settings()
-    configure_logging("WARNING")
+
+    async def one_tick() -> TickSummary:
+        idle, handed = await idle_tick(settings)  # nothing to do: no store loaded
+        if idle is not None:
+            return idle
+        from dispatcher.engine.tick import tick_once
+        from dispatcher.server import configure_logging
+
+        configure_logging("WARNING")
+        return await tick_once(settings, max_seconds, allow_sqlite=allow_sqlite,
+                               first_connection=handed)
+
     try:
-        summary = asyncio.run(tick_once(settings, max_seconds, allow_sqlite=allow_sqlite))
+        summary = asyncio.run(one_tick())
     except TickRefused as exc:
         raise CliError(str(exc)) from None
     if output is Output.json:

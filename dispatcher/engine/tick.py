@@ -20,12 +20,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
 from dispatcher.engine.engine import Engine
-from dispatcher.engine.tick_summary import TickSummary
+from dispatcher.engine.tick_summary import TickRefused, TickSummary
 from dispatcher.settings import Settings
 from dispatcher.store import Database
 
@@ -38,10 +38,6 @@ MIN_SUBMIT_SECONDS = 0.05
 ALLOW_SQLITE_HINT = ("use PostgreSQL (PUSHPOOL_DATABASE_URL=postgresql+asyncpg://...), or "
                      "allow it for tests or a single VM with --allow-sqlite or "
                      "PUSHPOOL_TICK_ALLOW_SQLITE=1")
-
-
-class TickRefused(Exception):
-    """A tick cannot run against this store (SQLite, not allowed)."""
 
 
 def check_store(url_backend: str, settings: Settings, allow_sqlite: bool = False) -> None:
@@ -60,15 +56,22 @@ def register_extra_providers(settings: Settings) -> None:
 
 
 async def tick_once(settings: Settings, max_seconds: float, *,
-                    allow_sqlite: bool = False) -> TickSummary:
-    """Connect to the store, run one tick, close: ``pushpool tick`` (cron on a VM)."""
+                    allow_sqlite: bool = False, first_connection: Any = None
+                    ) -> TickSummary:
+    """Connect to the store, run one tick, close: ``pushpool tick`` (cron on a VM).
+    ``first_connection``: the idle probe's, for the store to take over."""
     from providers import registry
 
     url = settings.resolved_database_url()
-    check_store(make_url(url).get_backend_name(), settings, allow_sqlite)
+    try:
+        check_store(make_url(url).get_backend_name(), settings, allow_sqlite)
+    except TickRefused:
+        if first_connection is not None:
+            await first_connection.close()
+        raise
     register_extra_providers(settings)
     started = time.monotonic()
-    db = await Database.connect(url)
+    db = await Database.connect(url, first_connection=first_connection)
     try:
         left = max_seconds - (time.monotonic() - started)
         return await run_tick(db, settings, left)

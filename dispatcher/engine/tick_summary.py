@@ -1,10 +1,15 @@
-"""What one tick did (``TickSummary``), in a module of its own: the idle probe of a cloud
-function answers one without importing the engine or the store."""
+"""What a tick answers: what it did (``TickSummary``), or that it cannot run on this store
+(``TickRefused``), in a module of its own: the idle probe of a cloud function and
+``pushpool tick`` answer with them without importing the engine or the store."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+class TickRefused(Exception):
+    """A tick cannot run against this store (SQLite, not allowed)."""
 
 
 @dataclass

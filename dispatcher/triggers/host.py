@@ -168,32 +168,16 @@ class Host:
         """A tick within ``seconds``. Until the store is loaded (a cold container, or one
         whose ticks have all been idle), the idle probe asks first whether there is
         anything to do, with one asyncpg connection and no import of the store."""
-        if self._db is None and self.settings.tick_idle_probe:
-            idle = await self._idle_tick()
+        if self._db is None:
+            from dispatcher.triggers.idle import idle_tick
+
+            idle, self._handed = await idle_tick(self.settings)
             if idle is not None:
                 return idle
         from dispatcher.engine.tick import run_tick
 
         db = await self.database()
         return await run_tick(db, self.settings, seconds)
-
-    async def _idle_tick(self) -> TickSummary | None:
-        import time
-
-        from dispatcher.engine.tick_summary import TickSummary
-        from dispatcher.schema_head import script_head
-        from dispatcher.triggers.idle import probe
-
-        began = time.perf_counter()
-        answer, connection = await probe(self.settings.resolved_database_url(),
-                                         self.settings, script_head())
-        if answer is None or not answer.idle:
-            self._handed = connection  # the store's first connection (database())
-            return None
-        summary = TickSummary(idle=True, ms={
-            "probe": answer.ms, "total": round((time.perf_counter() - began) * 1000, 2)})
-        log.info("%s", summary.line())
-        return summary
 
     async def apply_events(self, events: list[InfraEvent]) -> list[EventOutcome]:
         """Apply events a platform delivered itself, as the events route would."""

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dispatcher.engine.tick_summary import TickSummary
 
 PROBE_SQL = (
     'SELECT (SELECT version_num \n'
@@ -135,3 +138,26 @@ async def probe(url: str, settings: Any, head: str | None, now: datetime | None 
         await conn.close()
         return answer, None
     return answer, conn
+
+
+async def idle_tick(settings: Any) -> tuple[TickSummary | None, Any]:
+    """A tick answered by the probe alone: (its TickSummary, None) when there is nothing
+    to do; otherwise (None, the probe's open connection or None) for the full tick, whose
+    store takes that connection over (``Database.connect(first_connection=...)``)."""
+    import logging
+    import time
+
+    from dispatcher.engine.tick_summary import TickSummary
+    from dispatcher.schema_head import script_head
+
+    if not settings.tick_idle_probe:
+        return None, None
+    began = time.perf_counter()
+    answer, connection = await probe(settings.resolved_database_url(), settings,
+                                     script_head())
+    if answer is None or not answer.idle:
+        return None, connection
+    summary = TickSummary(idle=True, ms={
+        "probe": answer.ms, "total": round((time.perf_counter() - began) * 1000, 2)})
+    logging.getLogger("dispatcher.engine.tick").info("%s", summary.line())
+    return summary, None
