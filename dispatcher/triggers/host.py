@@ -189,6 +189,9 @@ class Host:
     async def close(self) -> None:
         from providers import registry
 
+        if self._handed is not None:  # a probe's connection no store took over
+            await self._handed.close()
+            self._handed = None
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
