@@ -591,7 +591,7 @@ async def record_submissions(db: Database, owner: str,
             runs.c.id.in_([r.run_id for r in latest]), runs.c.lease_owner == owner,
             runs.c.infra_id.is_(None))
         if conn.dialect.name == "postgresql":
-            held = held.with_for_update()
+            held = held.order_by(runs.c.id).with_for_update()  # id order: no deadlock
         ours: dict[str, str] = {r.id: r.state for r in conn.execute(held)}
         mine = [r for r in latest if r.run_id in ours]
         if not mine:

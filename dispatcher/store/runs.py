@@ -316,7 +316,9 @@ def transition_many(conn: Connection, changes: list[StateChange]) -> list[str]:
     query = select(runs.c.id, runs.c.state).where(
         runs.c.id.in_({c.run_id for c in changes}))
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+        # Rows are locked in id order, as every writer of runs locks them, so two
+        # replicas' writes over the same runs wait for each other instead of deadlocking.
+        query = query.order_by(runs.c.id).with_for_update()
     current = pairs(conn.execute(query))
     missing = {c.run_id for c in changes} - set(current)
     if missing:
