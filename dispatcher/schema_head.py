@@ -1,7 +1,7 @@
 """The newest migration's revision, read from the scripts' text (no Alembic, no SQLAlchemy).
 
 Kept outside ``dispatcher.store`` so that the idle probe of a cloud function's tick
-(``dispatcher.triggers.idle``) can compare a store's version with it without importing
+(``dispatcher.engine.idle_probe``) can compare a store's version with it without importing
 the store.
 """
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text, update
 
 from dispatcher import operations
+from dispatcher.engine.idle_probe import PROBE_SQL, ProbeAnswer, connect_kwargs, probe
 from dispatcher.engine.tick import run_tick
 from dispatcher.models import DeploymentApply, RunCreate, ScheduleSpec, WorkPoolCreate
 from dispatcher.schema_head import script_head
@@ -19,7 +20,6 @@ from dispatcher.store import Database
 from dispatcher.store.common import utcnow
 from dispatcher.store.idle import as_python_source, compiled_for_postgresql
 from dispatcher.store.tables import work_pools
-from dispatcher.triggers.idle import PROBE_SQL, ProbeAnswer, connect_kwargs, probe
 from providers import registry
 from tests.conftest import _truncate
 from tests.fakes.recording_provider import STATE
@@ -32,7 +32,7 @@ SETTINGS = Settings(claim_ahead_seconds=2.0, submit_timeout_seconds=5)
 def test_the_probes_text_is_the_stores_query_compiled_for_postgresql() -> None:
     current = compiled_for_postgresql()
     assert PROBE_SQL == current, (
-        "dispatcher/triggers/idle.py holds an old PROBE_SQL; replace it with the output "
+        "dispatcher/engine/idle_probe.py holds an old PROBE_SQL; replace it with the output "
         "of `python -m dispatcher.store.idle`:\n" + as_python_source(current))
 
 

@@ -31,9 +31,9 @@ def tick(
     """Run one bounded pass: schedule, watch active runs, claim and submit due runs."""
     import asyncio
 
+    from dispatcher.engine.idle_probe import idle_tick
     from dispatcher.engine.tick_summary import TickRefused, TickSummary
     from dispatcher.settings import get_settings
-    from dispatcher.triggers.idle import idle_tick
 
     if not 0 < max_seconds <= MAX_TICK_SECONDS:
         raise CliError(f"--max-seconds {max_seconds:g} is out of range",

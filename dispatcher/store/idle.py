@@ -3,7 +3,7 @@
 A cloud function woken by a timer usually finds nothing due, and its cold start is then
 mostly the import of SQLAlchemy, the store and the engine (half a second) to learn that.
 This query answers it in one read from the same expressions the claim, the watcher and
-the scheduler use, so that ``dispatcher.triggers.idle`` can send it with asyncpg alone:
+the scheduler use, so that ``dispatcher.engine.idle_probe`` can send it with asyncpg alone:
 that module holds it compiled for PostgreSQL, and ``tests/test_idle_probe.py`` fails
 when the two differ (``python -m dispatcher.store.idle`` prints the current text).
 
@@ -82,7 +82,7 @@ def compiled_for_postgresql() -> str:
 
 
 def as_python_source(sql: str, width: int = 84) -> str:
-    """``PROBE_SQL = (...)`` for dispatcher/triggers/idle.py, in pieces that fit a line."""
+    """``PROBE_SQL = (...)`` for dispatcher/engine/idle_probe.py, in pieces that fit a line."""
     pieces: list[str] = []
     for line in sql.splitlines(keepends=True):
         while len(line) > width:

@@ -169,7 +169,7 @@ class Host:
         whose ticks have all been idle), the idle probe asks first whether there is
         anything to do, with one asyncpg connection and no import of the store."""
         if self._db is None:
-            from dispatcher.triggers.idle import idle_tick
+            from dispatcher.engine.idle_probe import idle_tick
 
             idle, self._handed = await idle_tick(self.settings)
             if idle is not None:

@@ -1,14 +1,15 @@
 """The idle probe, sent with asyncpg alone: whether a tick has anything to do.
 
-A tick that finds nothing due is what a cloud function's timer wakes it for most of the
-time. Cold, the full tick first imports SQLAlchemy, the store and the engine: about half
-a second, to learn that there is nothing to do. ``probe`` opens one connection with
-asyncpg and reads ``PROBE_SQL``, which ``dispatcher/store/idle.py`` builds from the
-claim's, the watcher's and the scheduler's own expressions (its docstring says what each
-column means) and which is kept here compiled for PostgreSQL, because compiling it would
-import SQLAlchemy; ``tests/test_idle_probe.py`` fails when the two differ. The probe
-answers None (run the full tick) for anything it cannot judge: a store not at the
-scripts' head, an error, a URL that is not PostgreSQL.
+A tick that finds nothing due is what a cloud function's timer (or a VM's cron, with
+``pushpool tick``) wakes it for most of the time. Cold, the full tick first imports
+SQLAlchemy, the store and the engine: about half a second, to learn that there is
+nothing to do. ``probe`` opens one connection with asyncpg and reads ``PROBE_SQL``,
+which ``dispatcher/store/idle.py`` builds from the claim's, the watcher's and the
+scheduler's own expressions (its docstring says what each column means) and which is
+kept here compiled for PostgreSQL, because compiling it would import SQLAlchemy;
+``tests/test_idle_probe.py`` fails when the two differ. The probe answers None (run the
+full tick) for anything it cannot judge: a store not at the scripts' head, an error, a
+URL that is not PostgreSQL.
 """
 
 from __future__ import annotations
