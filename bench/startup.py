@@ -2,11 +2,12 @@
 adapter (every pool type in providers.registry.KNOWN_PROVIDERS, so a new adapter is
 measured as soon as it is registered), a server's time from start to answering, each
 cloud-function handler's cold import, and the Lambda handler's first event, a tick with
-nothing due on a PostgreSQL store of its own: answered by the idle probe (one asyncpg
-read, dispatcher/triggers/idle.py), and for comparison with the probe off (the full pass:
-SQLAlchemy, the store and the engine loaded), with the modules each loaded: how many, the
-cloud SDKs among them (none) and those a tick does not need (none: no aiohttp, API,
-jsonschema, prometheus-client or Alembic).
+nothing due on a PostgreSQL database of its own (on PUSHPOOL_BENCH_POSTGRES_URL's
+server): answered by the idle probe (one asyncpg read, dispatcher/engine/idle_probe.py),
+and for comparison with the probe off (the full pass: SQLAlchemy, the store and the
+engine loaded), with the modules each loaded: how many, the cloud SDKs among them (none)
+and those a tick does not need (none: no aiohttp, API, jsonschema, prometheus-client or
+Alembic).
 
 Each measurement runs in a fresh interpreter. Adapter imports are timed twice: cold (the
 adapter and everything under it) and on top of what the dispatcher has already imported
@@ -25,9 +26,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (
     ROOT,
     percentiles,
+    postgres_database,
     print_summary,
     print_table,
     start_server,
@@ -194,37 +193,16 @@ def trigger_first_event(repeat: int, database_url: str,
             "modules_loaded": modules}
 
 
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL database on the admin URL's server, dropped after."""
-    import asyncpg
-
+def migrated(url: str) -> str:
+    """``url``'s store, made at the newest migration (the first event then finds it so)."""
     from dispatcher.store import Database
-    from dispatcher.triggers.idle import connect_kwargs
 
-    admin = connect_kwargs(admin_url)
-    if admin is None:
-        raise SystemExit("--postgres-admin-url: expected postgresql+asyncpg://...")
-    name = f"pushpool_startup_{uuid.uuid4().hex[:8]}"
-
-    async def admin_sql(sql: str) -> None:
-        conn = await asyncpg.connect(**admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    async def migrate(url: str) -> None:
+    async def migrate() -> None:
         db = await Database.connect(url)
         await db.close()
 
-    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    try:
-        asyncio.run(migrate(url))
-        yield url
-    finally:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(migrate())
+    return url
 
 
 def server_start(repeat: int) -> dict[str, float]:
@@ -241,10 +219,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--postgres-admin-url",
-                        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-                        help="A PostgreSQL server where the benchmark may create (and "
-                             "then drop) a database for the Lambda handler's store")
     args = parser.parse_args()
     print("benchmarking start-up ...", flush=True)
     wall_ms([str(PUSHPOOL), "--help"], 1)  # warm the OS file cache and .pyc files
@@ -254,8 +228,8 @@ def main() -> None:
     adapters = adapter_imports(max(3, args.repeat // 2))
     start = server_start(max(2, args.repeat // 4))
     triggers = trigger_imports(max(3, args.repeat // 2))
-    with scratch_database(args.postgres_admin_url) as url:
-        first = trigger_first_event(max(3, args.repeat // 2), url)
+    with postgres_database() as url:  # PUSHPOOL_BENCH_POSTGRES_URL's server
+        first = trigger_first_event(max(3, args.repeat // 2), migrated(url))
         full = trigger_first_event(max(3, args.repeat // 2), url,
                                    {"PUSHPOOL_TICK_IDLE_PROBE": "0"})
     print_table("Start-up (ms, wall clock)", ["command", "runs", "p50", "p95", "max"], [
