@@ -59,16 +59,11 @@ async def tick_once(settings: Settings, max_seconds: float, *,
                     allow_sqlite: bool = False, first_connection: Any = None
                     ) -> TickSummary:
     """Connect to the store, run one tick, close: ``pushpool tick`` (cron on a VM).
-    ``first_connection``: the idle probe's, for the store to take over."""
+    ``first_connection``: the idle probe's (PostgreSQL only), for the store to take over."""
     from providers import registry
 
     url = settings.resolved_database_url()
-    try:
-        check_store(make_url(url).get_backend_name(), settings, allow_sqlite)
-    except TickRefused:
-        if first_connection is not None:
-            await first_connection.close()
-        raise
+    check_store(make_url(url).get_backend_name(), settings, allow_sqlite)
     register_extra_providers(settings)
     started = time.monotonic()
     db = await Database.connect(url, first_connection=first_connection)

@@ -167,8 +167,8 @@ class Watcher:
                 changes.update(await self._watch_group(provider, group, now, refs))
         if changes:
             await self._apply(changes, {
-                r.run_id: (provider, refs.get(r.run_id) or infra_ref(r, self.db.secrets))
-                for r in watched if r.run_id in changes and r.infra_id
+                r.run_id: (provider, refs[r.run_id]) for r in watched
+                if r.run_id in changes and r.run_id in refs
                 and (provider := providers[r.pool_type]) is not None})
         self._resume_after = watched[-1].run_id if more and self._sweep_types else ""
         if self._resume_after:

@@ -164,7 +164,7 @@ def client_kwargs(conn: Connection, polling_interval: float) -> dict[str, Any]:
 
 
 # The api-version of Microsoft.ContainerInstance that azure-mgmt-containerinstance 10.x
-# speaks; the plain-REST listing (``list_json``) asks for the same.
+# speaks; every plain-REST call (``arm_json``) asks for the same.
 ACI_API_VERSION = "2023-05-01"
 
 
