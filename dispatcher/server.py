@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from dispatcher import start_failures
 from dispatcher.crypto import SecretDecryptError
+from dispatcher.engine import heap
 from dispatcher.settings import Settings, get_settings
 from dispatcher.store import Database
 from dispatcher.store.reachability import store_unreachable
@@ -121,6 +122,7 @@ async def serve(settings: Settings, host: str, port: int,
         except Exception as exc:
             raise start_failures.store_failure(exc, url) from None
         started = True
+        heap.freeze_long_lived("start-up")
         log.info("pushpool listening on http://%s:%d (store: %s)", host, port, db.dialect)
         print(f"pushpool server running on http://{host}:{port} — press Ctrl-C to stop",
               flush=True)
@@ -149,6 +151,7 @@ def run_server(host: str | None = None, port: int | None = None) -> None:
         except ValidationError as exc:
             raise start_failures.bad_settings(exc) from None
         configure_logging(settings.log_level)
+        heap.enable()  # this process is the server's own
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings, host or settings.host, port or settings.port))
     except start_failures.StartFailure as failure:

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from dispatcher import metrics, sealing, store, templates
 from dispatcher.crypto import SecretBox, SecretDecryptError
+from dispatcher.engine import heap
 from dispatcher.engine.backoff import backoff_delay
 from dispatcher.engine.breaker import BreakerPolicy, CircuitBreakers
 from dispatcher.engine.jobspec import BuiltJob, IdentityEnv, build_job
@@ -278,6 +279,8 @@ class Dispatcher:
                 self._unrecorded[run.run_id] += 1
                 await self._records.put(_record(run, job, outcome, self.db.secrets))
                 await self._provider_answered(run)
+                # The adapter's SDK, clients and sessions are loaded now, for good.
+                heap.freeze_long_lived(f"first submit to {run.pool_type}")
                 return
             if isinstance(outcome, PermanentProviderError):
                 errors.append(submit_error(str(outcome), utcnow(), probe=run.probe))
