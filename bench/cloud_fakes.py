@@ -115,7 +115,7 @@ def _aci_start() -> Any:
     fake = shared_fake()
     fake.reset()
     fake.resources.add_resource_group(fake.subscription, RESOURCE_GROUP)
-    fake.aci.auto_start = 0.0  # groups start as soon as they are read once
+    fake.aci.auto_start = 0.0  # groups start as soon as they are made
     return fake
 
 

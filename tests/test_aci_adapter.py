@@ -172,8 +172,8 @@ async def test_status_reads_cost_one_list_per_resource_group_per_pass(
     assert len(statuses) == 10
     assert aci_fake.server.count("containerGroups.list") == 2
     assert aci_fake.server.count("containerGroups.get") == 0
-    # Two start running: the list cannot tell running from finished, so those two (and
-    # only those) are read in full.
+    # Two start: pending at the last read and provisioned now, they have started, which
+    # the list says without a GET.
     for ref in refs[:2]:
         aci_fake.aci.start(RG, str(ref.connection["group"]))
     aci_fake.server.reset()
@@ -181,7 +181,34 @@ async def test_status_reads_cost_one_list_per_resource_group_per_pass(
     assert [statuses[r.infra_id].phase for r in refs[:3]] == [
         InfraPhase.RUNNING, InfraPhase.RUNNING, InfraPhase.PENDING]
     assert aci_fake.server.count("containerGroups.list") == 2
+    assert aci_fake.server.count("containerGroups.get") == 0
+    # From then on the list cannot tell running from finished, so those two (and only
+    # those) are read in full.
+    aci_fake.aci.finish(RG, str(refs[0].connection["group"]), 0)
+    aci_fake.server.reset()
+    statuses = await aci_provider.status_many(refs)
+    assert [statuses[r.infra_id].phase for r in refs[:3]] == [
+        InfraPhase.SUCCEEDED, InfraPhase.RUNNING, InfraPhase.PENDING]
+    assert aci_fake.server.count("containerGroups.list") == 2
     assert aci_fake.server.count("containerGroups.get") == 2
+
+
+async def test_a_process_that_did_not_see_a_group_pending_reads_it_in_full(
+        aci_fake: FakeAzure, aci_provider: AciProvider) -> None:
+    # A group that ran and finished between two reads is provisioned as well: only a
+    # process that saw it pending may take the list's word that it has started.
+    refs = [await aci_provider.submit(spec_for(aci_fake, f"run-f{i}", 1)) for i in range(3)]
+    for ref in refs:
+        aci_fake.aci.start(RG, str(ref.connection["group"]))
+        aci_fake.aci.finish(RG, str(ref.connection["group"]), 0)
+    fresh = make_provider()  # a tick, or a replica that took the runs over
+    aci_fake.server.reset()
+    try:
+        statuses = await fresh.status_many(refs)
+        assert {s.phase for s in statuses.values()} == {InfraPhase.SUCCEEDED}
+        assert aci_fake.server.count("containerGroups.get") == 3
+    finally:
+        await fresh.close()
 
 
 async def test_the_read_budget_leaves_runs_out_instead_of_exceeding_arm_limits(
@@ -192,7 +219,10 @@ async def test_the_read_budget_leaves_runs_out_instead_of_exceeding_arm_limits(
         for ref in refs:
             aci_fake.aci.start(RG, str(ref.connection["group"]))
         aci_fake.server.reset()
-        statuses = await provider.status_many(refs)
+        statuses = await provider.status_many(refs)  # started: the list says so
+        assert {s.phase for s in statuses.values()} == {InfraPhase.RUNNING}
+        assert aci_fake.server.count("containerGroups.list", "containerGroups.get") == 1
+        statuses = await provider.status_many(refs)  # now each needs a GET
         assert aci_fake.server.count("containerGroups.list", "containerGroups.get") <= 3
         assert 0 < len(statuses) < 5  # the rest: next pass
     finally:

@@ -6,7 +6,9 @@ the subscription's create budget (``ratelimit``). The returned ``InfraRef`` carr
 ``arm.Connection`` (subscription, resource group, endpoint, cloud, identity), so any
 process can follow the run. ``status_many`` reads one list per resource group per pass
 and GETs only the groups the list cannot settle (running or finished ones; lists carry no
-instance view), within a read budget; ``status`` maps Azure's states as documented in
+instance view), within a read budget; a group this process last saw pending that the
+list shows provisioned has started, and is RUNNING without a GET until the next pass
+reads it in full. ``status`` maps Azure's states as documented in
 ``status``. Cancel stops the group (a group still provisioning is deleted instead);
 cleanup deletes it once the run is final unless ``keep_container_group``. Deletes go
 through the subscription's delete budget as creates go through its create budget, and a
@@ -51,7 +53,7 @@ from providers.aci.events import infra_id_for, parse_delivery
 from providers.aci.logs import new_lines
 from providers.aci.provision import PROVISION_OPTIONS
 from providers.aci.ratelimit import WindowBudget
-from providers.aci.status import group_status, missing_status, needs_detail
+from providers.aci.status import group_status, has_started, missing_status, needs_detail
 from providers.base import (
     EventDelivery,
     InfraPhase,
@@ -366,10 +368,17 @@ class AciProvider:
                 age = target.age()
                 pending_long = age is not None and age > min(
                     self.settings.pending_detail_after, target.start_timeout or age)
-                if needs_detail(entry) or pending_long:
+                if pending_long:
                     to_get.append((ref, target))
-                else:
+                elif not needs_detail(entry):
                     out[ref.infra_id] = group_status(entry, container_name=target.container)
+                elif has_started(entry) and self._last_phase(ref.infra_id) is InfraPhase.PENDING:
+                    # Pending when this process last read it, provisioned now: it has
+                    # started, which is all a GET would add until the next pass reads
+                    # it in full. At a mass start that is one GET a run saved.
+                    out[ref.infra_id] = InfraStatus(InfraPhase.RUNNING)
+                else:
+                    to_get.append((ref, target))
         # When the budget is short, the groups read longest ago go first.
         to_get.sort(key=lambda m: self._hints.get(m[0].infra_id, (None, 0.0))[1])
 
@@ -434,6 +443,10 @@ class AciProvider:
         if age is not None and age < self.settings.missing_grace_seconds:
             return InfraStatus(InfraPhase.PENDING)  # ARM's reads may lag the PUT
         return missing_status()
+
+    def _last_phase(self, infra_id: str) -> InfraPhase | None:
+        hint = self._hints.get(infra_id)
+        return hint[0] if hint else None
 
     def _hint(self, infra_id: str, phase: InfraPhase) -> None:
         self._hints[infra_id] = (phase, time.monotonic())

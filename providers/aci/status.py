@@ -156,6 +156,12 @@ def needs_detail(listed: Mapping[str, Any]) -> bool:
     return provisioning not in PENDING_PROVISIONING
 
 
+def has_started(listed: Mapping[str, Any]) -> bool:
+    """Provisioned: ACI has pulled the image and started the containers (they may have
+    ended since; only a GET's instance view tells)."""
+    return str(_props(listed).get("provisioningState") or "").lower() == "succeeded"
+
+
 def missing_status() -> InfraStatus:
     return InfraStatus(InfraPhase.MISSING, None,
                        "Azure has no such container group (deleted, or never made)")

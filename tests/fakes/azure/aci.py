@@ -88,8 +88,11 @@ class FakeContainerInstance:
     def start(self, rg: str, name: str) -> None:
         """Provisioned: image pulled, containers running."""
         with self.server.lock:
-            g = self.groups[self.key(rg, name)]
-            props = g["properties"]
+            self._start(self.key(rg, name))
+
+    def _start(self, key: tuple[str, str, str]) -> None:
+        with self.server.lock:
+            props = self.groups[key]["properties"]
             props["provisioningState"] = "Succeeded"
             props["instanceView"]["state"] = "Running"
             for c in props["containers"]:
@@ -215,8 +218,14 @@ class FakeContainerInstance:
         if body.get("identity"):
             group["identity"] = body["identity"]
         self.groups[key] = group
-        self._made[key] = time.monotonic()
-        return 201, self._view(group), {"Azure-AsyncOperation": self._op(sub, group)}
+        answer = 201, self._view(group), {"Azure-AsyncOperation": self._op(sub, group)}
+        if self.auto_start == 0:
+            # Started by the next read anyway: at once, so that a read after a burst of
+            # creates does not start them all while every other request waits.
+            self._start(key)
+        else:
+            self._made[key] = time.monotonic()
+        return answer
 
     def _validate(self, name: str, props: dict[str, Any]) -> None:
         containers = props.get("containers") or []
@@ -267,8 +276,8 @@ class FakeContainerInstance:
             for key, made in list(self._made.items()):
                 if made <= due:
                     del self._made[key]
-                    if key in self.groups:
-                        self.start(key[1], key[2])
+                    if key in self.groups:  # by its key: a search by name is O(groups)
+                        self._start(key)
 
     def _found(self, request: Request) -> tuple[tuple[str, str, str], dict[str, Any]]:
         self._rg(request)
