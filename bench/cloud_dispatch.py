@@ -11,9 +11,10 @@ a process of its own, so that the fake's threads and the client do not share a G
 runs first, not counted and followed to RUNNING, make the clients, the job, the app
 and the sign-in. The adapters'
 own rate limits are raised by configuration (their defaults protect real quotas) and the
-output says which. The figure is the dispatcher's own time plus the fake's answers to
-what the adapter asks before the create (Cloud Run lists the job's recent executions,
-ACI reads the group's name); no cloud answers that fast. Usage:
+output says which. The figure is the dispatcher's own time plus the way to the fake: a
+first submit sends the create alone (only a retried one looks for an earlier try's
+execution, group or sandbox first), and the fake, in this process, records the request
+once it has read it. Usage:
 
     python bench/cloud_dispatch.py [--only cloud-run:push,...] [--rate 100] [--seconds 10]
                                    [--profile]
