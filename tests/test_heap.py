@@ -23,7 +23,7 @@ def test_freezing_happens_only_when_enabled_and_once_per_reason() -> None:
         assert not heap.freeze_long_lived("start-up")  # once per reason
         kept = [[i] for i in range(5000)]  # made after: still collectable
         assert gc.get_freeze_count() == frozen
-        assert heap.freeze_long_lived("first submit to noop")
+        assert heap.freeze_long_lived("noop")
         assert gc.get_freeze_count() >= frozen + 5000
         print("ok", len(kept))
     """)
@@ -36,5 +36,5 @@ def test_freezing_happens_only_when_enabled_and_once_per_reason() -> None:
 def test_an_embedded_engine_leaves_the_heap_of_its_host_process_alone() -> None:
     from dispatcher.engine import heap
 
-    assert not heap.freeze_long_lived("first submit to process")
+    assert not heap.freeze_long_lived("process")
     assert gc.get_freeze_count() == 0

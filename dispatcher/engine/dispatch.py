@@ -280,7 +280,7 @@ class Dispatcher:
                 await self._records.put(_record(run, job, outcome, self.db.secrets))
                 await self._provider_answered(run)
                 # The adapter's SDK, clients and sessions are loaded now, for good.
-                heap.freeze_long_lived(f"first submit to {run.pool_type}")
+                heap.freeze_long_lived(run.pool_type)
                 return
             if isinstance(outcome, PermanentProviderError):
                 errors.append(submit_error(str(outcome), utcnow(), probe=run.probe))

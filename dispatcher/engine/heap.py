@@ -27,8 +27,8 @@ def enable() -> None:
 
 
 def freeze_long_lived(after: str) -> bool:
-    """Freeze what the process holds now, once per ``after`` (start-up, a pool type's
-    first submit); whether it did."""
+    """Freeze what the process holds now, once per ``after`` ("start-up", or the pool
+    type whose first submit just answered); whether it did."""
     if not _enabled or after in _frozen_after:
         return False
     _frozen_after.add(after)

@@ -91,16 +91,16 @@ class FakeContainerInstance:
             self._start(self.key(rg, name))
 
     def _start(self, key: tuple[str, str, str]) -> None:
-        with self.server.lock:
-            props = self.groups[key]["properties"]
-            props["provisioningState"] = "Succeeded"
-            props["instanceView"]["state"] = "Running"
-            for c in props["containers"]:
-                view = c["properties"]["instanceView"]
-                view["currentState"] = {"state": "Running", "startTime": self._stamp(),
-                                        "detailStatus": ""}
-                view["events"] += [self._event("Pulled", "Normal", "Successfully pulled image"),
-                                   self._event("Started", "Normal", "Started container")]
+        # The caller holds the server's lock (a request handler, or start).
+        props = self.groups[key]["properties"]
+        props["provisioningState"] = "Succeeded"
+        props["instanceView"]["state"] = "Running"
+        for c in props["containers"]:
+            view = c["properties"]["instanceView"]
+            view["currentState"] = {"state": "Running", "startTime": self._stamp(),
+                                    "detailStatus": ""}
+            view["events"] += [self._event("Pulled", "Normal", "Successfully pulled image"),
+                               self._event("Started", "Normal", "Started container")]
 
     def finish(self, rg: str, name: str, exit_code: int = 0) -> None:
         with self.server.lock:
